@@ -1,0 +1,147 @@
+"""`datasets` builder for a raw corpus: one row per usable turn, a config per language plus `all`.
+
+    builder = CsmSynthetic(data_dir="synthetic-dataset", config_name="en", cache_dir="cache")
+    builder.download_and_prepare()
+    dataset = builder.as_dataset()  # DatasetDict of train / validation / test
+
+The Arrow cache holds the audio *paths* (plus text and metadata), never a copy of the audio, so
+preparing reads only script files and audio headers. Reading the `audio` column through `datasets`
+decodes with torchcodec (needs FFmpeg); pipelines that must not depend on FFmpeg cast the column to
+`Audio(decode=False)` and decode with `csm_synthetic.audio.load_audio` (soundfile).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import datasets
+
+from .audio import DEFAULT_SAMPLING_RATE
+from .corpus import DEFAULT_MAX_TURN_SECONDS, Conversation, Corpus, find_language_dirs, read_corpus
+from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SPLITS, check_fractions, split_of
+
+ALL_LANGUAGES = "all"
+_VERSION = datasets.Version("1.0.0")  # bump when the rows this builder writes change meaning
+
+
+def turn_features(sampling_rate: int = DEFAULT_SAMPLING_RATE) -> datasets.Features:
+    return datasets.Features(
+        {
+            "conversation_id": datasets.Value("string"),
+            "turn_index": datasets.Value("int32"),
+            "speaker": datasets.Value("int32"),
+            "text": datasets.Value("string"),
+            "audio": datasets.Audio(sampling_rate=sampling_rate, num_channels=1),
+            "language": datasets.Value("string"),
+            "duration": datasets.Value("float32"),
+        }
+    )
+
+
+@dataclass
+class CsmSyntheticConfig(datasets.BuilderConfig):
+    """`name` is a language folder or `all`; the other fields shape the rows and splits."""
+
+    target_sampling_rate: int = DEFAULT_SAMPLING_RATE
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fractions(self.validation_fraction, self.test_fraction)
+
+    @property
+    def languages(self) -> list[str] | None:
+        return None if self.name == ALL_LANGUAGES else [self.name]
+
+
+def available_configs(data_dir: str | os.PathLike) -> list[str]:
+    """`all` plus one config per language folder of the corpus."""
+    return [ALL_LANGUAGES] + [path.name for path in find_language_dirs(Path(data_dir))]
+
+
+def corpus_fingerprint(data_dir: str | os.PathLike, languages: list[str] | None) -> str:
+    """Hash of every file's path, size and mtime: a changed corpus gets a fresh cache, not a stale one."""
+    root = Path(data_dir)
+    hasher = hashlib.sha256()
+    for language_dir in find_language_dirs(root):
+        if languages is not None and language_dir.name not in languages:
+            continue
+        for folder, subfolders, files in os.walk(language_dir):
+            subfolders.sort()
+            for name in sorted(files):
+                stat = os.stat(os.path.join(folder, name))
+                relative = os.path.relpath(os.path.join(folder, name), root)
+                hasher.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return hasher.hexdigest()[:16]
+
+
+class CsmSynthetic(datasets.GeneratorBasedBuilder):
+    """Turns of a synthetic two-speaker conversational corpus (see CORPUS.md for the layout)."""
+
+    BUILDER_CONFIG_CLASS = CsmSyntheticConfig
+    VERSION = _VERSION
+
+    def __init__(self, *args, data_dir: str | os.PathLike | None = None, config_name: str | None = None, **kwargs):
+        if data_dir is None:
+            raise ValueError("CsmSynthetic needs data_dir=<the corpus folder>")
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"corpus folder {str(data_dir)!r} does not exist or is not a folder")
+        config_name = config_name or ALL_LANGUAGES
+        configs = available_configs(data_dir)
+        if config_name not in configs:
+            raise ValueError(f"no language folder {config_name!r} in {str(data_dir)!r}; available configs: {configs}")
+        languages = None if config_name == ALL_LANGUAGES else [config_name]
+        kwargs.setdefault("hash", corpus_fingerprint(data_dir, languages))
+        kwargs.setdefault("dataset_name", "csm_synthetic")
+        super().__init__(*args, data_dir=str(data_dir), config_name=config_name, **kwargs)
+
+    @cached_property
+    def corpus(self) -> Corpus:
+        """The parsed corpus of this config (scripts and audio headers), read once per builder."""
+        return read_corpus(self.config.data_dir, self.config.languages, self.config.max_turn_seconds)
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description="Turns of synthetic two-speaker podcast conversations (LLM script, VibeVoice speech).",
+            features=turn_features(self.config.target_sampling_rate),
+        )
+
+    def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
+        by_split: dict[str, list[Conversation]] = {split: [] for split in SPLITS}
+        for conversation in self.corpus.conversations:
+            split = split_of(conversation.conversation_id, self.config.validation_fraction, self.config.test_fraction)
+            by_split[split].append(conversation)
+        # `datasets` cannot read back a split with no rows, so an empty split is left out
+        return [
+            datasets.SplitGenerator(name=split, gen_kwargs={"conversations": conversations})
+            for split, conversations in by_split.items()
+            if conversations
+        ]
+
+    def _generate_examples(self, conversations: list[Conversation]):
+        for conversation in conversations:
+            for turn in conversation.turns:
+                yield f"{conversation.conversation_id}/{turn.index}", {
+                    "conversation_id": conversation.conversation_id,
+                    "turn_index": turn.index,
+                    "speaker": turn.speaker,
+                    "text": turn.text,
+                    "audio": {"path": turn.audio_path, "bytes": None},
+                    "language": conversation.language,
+                    "duration": turn.duration,
+                }
+
+
+def load_turns(
+    data_dir: str | os.PathLike, config_name: str = ALL_LANGUAGES, cache_dir: str | None = None, **config_kwargs
+) -> datasets.DatasetDict:
+    """Build (or reuse from cache) and return the turn dataset of one config."""
+    builder = CsmSynthetic(data_dir=data_dir, config_name=config_name, cache_dir=cache_dir, **config_kwargs)
+    builder.download_and_prepare()
+    return builder.as_dataset()

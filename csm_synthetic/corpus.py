@@ -1,0 +1,373 @@
+"""Read a raw corpus (the layout of CORPUS.md) into plain records and a list of problems.
+
+Only scripts and audio *headers* are read here; audio is decoded later, by whoever needs samples.
+
+Policy for faults:
+- Anything that could misalign text and audio (script/audio counts or numbers differ, a file named for
+  the other speaker, a script line not in ``[N]: text`` form, a missing script) drops the whole
+  conversation: it yields no turns.
+- A single bad turn (empty text, audio unreadable, empty or too long) cuts the conversation just before
+  it: the turns before stay (their context is whole), the bad turn and everything after it are dropped.
+- Leftover files next to the data are reported and otherwise ignored.
+Every fault becomes a `Problem` naming the conversation and, where there is one, the 0-based turn.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import soundfile as sf
+
+SCRIPT_NAME = "vibevoice-podcast-script.txt"
+SEGMENTS_DIR = "segments"
+AUDIO_SUFFIXES = (".wav", ".flac")
+DEFAULT_MAX_TURN_SECONDS = 60.0
+
+# "[2]: Danke, schön hier zu sein."
+_SCRIPT_LINE = re.compile(r"^\[(\d+)\]:(.*)$")
+# 001_speaker1.wav, 1_speaker1.wav, segment_0001_speaker1.wav, 0001_spk1.wav, 1_spk1.wav
+_AUDIO_STEM = re.compile(r"^(?:segment_)?(\d+)_(?:speaker|spk)(\d+)$")
+
+
+class ProblemKind:
+    """The kinds of fault the reader reports (the `kind` of a `Problem`)."""
+
+    MISSING_SCRIPT = "missing_script"
+    UNREADABLE_SCRIPT = "unreadable_script"
+    MALFORMED_LINE = "malformed_line"
+    COUNT_MISMATCH = "count_mismatch"
+    DUPLICATE_TURN_NUMBER = "duplicate_turn_number"
+    SPEAKER_MISMATCH = "speaker_mismatch"
+    EMPTY_TEXT = "empty_text"
+    UNREADABLE_AUDIO = "unreadable_audio"
+    EMPTY_AUDIO = "empty_audio"
+    TOO_LONG_AUDIO = "too_long_audio"
+    UNEXPECTED_FILE = "unexpected_file"
+    TRUNCATED = "conversation_truncated"
+
+
+@dataclass(frozen=True)
+class Problem:
+    conversation_id: str
+    turn_index: int | None  # 0-based, None when the problem concerns the whole conversation
+    kind: str
+    message: str
+
+    def to_dict(self) -> dict:
+        return {
+            "conversation_id": self.conversation_id,
+            "turn_index": self.turn_index,
+            "kind": self.kind,
+            "problem": self.message,
+        }
+
+    def __str__(self) -> str:
+        where = self.conversation_id if self.turn_index is None else f"{self.conversation_id} turn {self.turn_index}"
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Turn:
+    index: int  # 0-based position in the conversation
+    speaker: int  # 0-based: script speaker 1 -> 0
+    text: str
+    audio_path: str
+    sampling_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sampling_rate
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: str  # folder path relative to the corpus root, POSIX form
+    language: str
+    turns: tuple[Turn, ...]
+
+    @property
+    def duration(self) -> float:
+        return sum(turn.duration for turn in self.turns)
+
+
+@dataclass(frozen=True)
+class Corpus:
+    root: str
+    conversations: tuple[Conversation, ...]  # only those with at least one usable turn, sorted by id
+    problems: tuple[Problem, ...]
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({conversation.language for conversation in self.conversations})
+
+
+@dataclass(frozen=True)
+class ScriptLine:
+    speaker_number: int  # 1-based, as written in the script
+    text: str
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    turn_number: int  # 1-based, as written in the file name
+    speaker_number: int
+    path: Path
+
+
+class ConversationFault(Exception):
+    """A fault that makes the whole conversation unusable; carries its problems."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(map(str, problems)))
+        self.problems = problems
+
+
+# --- finding conversations ------------------------------------------------------------------------
+
+
+def is_language_dir(path: Path) -> bool:
+    return path.is_dir() and not path.name.startswith(("_", "."))
+
+
+def find_language_dirs(root: Path) -> list[Path]:
+    return sorted(path for path in root.iterdir() if is_language_dir(path))
+
+
+def find_conversation_dirs(language_dir: Path) -> list[Path]:
+    """Every folder under `language_dir` (any depth) that holds a `segments/` folder."""
+    found = []
+    for folder, subfolders, _ in os.walk(language_dir):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        if SEGMENTS_DIR in subfolders:
+            found.append(Path(folder))
+            subfolders.clear()  # a conversation's own folders hold no further conversations
+    return sorted(found)
+
+
+def conversation_id_of(conversation_dir: Path, root: Path) -> str:
+    return PurePosixPath(conversation_dir.relative_to(root)).as_posix()
+
+
+# --- parsing --------------------------------------------------------------------------------------
+
+
+def parse_script(text: str, conversation_id: str) -> list[ScriptLine]:
+    """Parse a script (BOM, CRLF and blank lines allowed). Raises `ConversationFault` on a bad line."""
+    lines = []
+    problems = []
+    for raw in text.lstrip("\ufeff").splitlines():
+        if not raw.strip():
+            continue
+        match = _SCRIPT_LINE.match(raw.strip())
+        if match is None or int(match.group(1)) < 1:
+            problems.append(
+                Problem(
+                    conversation_id,
+                    len(lines),
+                    ProblemKind.MALFORMED_LINE,
+                    f"{SCRIPT_NAME} line {raw.strip()[:60]!r} is not in the form '[N]: text' (N >= 1)",
+                )
+            )
+            lines.append(ScriptLine(0, ""))  # keep counting so later problems name the right turn
+            continue
+        lines.append(ScriptLine(int(match.group(1)), match.group(2).strip()))
+    if problems:
+        raise ConversationFault(problems)
+    return lines
+
+
+def parse_audio_name(name: str) -> tuple[int, int] | None:
+    """(turn number, speaker number) from an audio file name, or None if it is not one."""
+    path = PurePosixPath(name)
+    if path.suffix.lower() not in AUDIO_SUFFIXES:
+        return None
+    match = _AUDIO_STEM.match(path.stem)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2))
+
+
+def read_script(segments_dir: Path, conversation_id: str) -> list[ScriptLine]:
+    script_path = segments_dir / SCRIPT_NAME
+    if not script_path.is_file():
+        raise ConversationFault(
+            [Problem(conversation_id, None, ProblemKind.MISSING_SCRIPT, f"no {SCRIPT_NAME} in {SEGMENTS_DIR}/")]
+        )
+    try:
+        text = script_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConversationFault(
+            [Problem(conversation_id, None, ProblemKind.UNREADABLE_SCRIPT, f"cannot read {SCRIPT_NAME}: {error}")]
+        ) from error
+    return parse_script(text, conversation_id)
+
+
+def list_audio_files(segments_dir: Path, conversation_id: str) -> tuple[list[AudioFile], list[Problem]]:
+    """Audio files of a conversation, sorted by turn number, and problems for leftover files."""
+    audio_files, problems = [], []
+    for entry in sorted(segments_dir.iterdir()):
+        if entry.name == SCRIPT_NAME:
+            continue
+        numbers = parse_audio_name(entry.name) if entry.is_file() else None
+        if numbers is None:
+            problems.append(
+                Problem(conversation_id, None, ProblemKind.UNEXPECTED_FILE, f"ignored unexpected file {entry.name!r}")
+            )
+            continue
+        audio_files.append(AudioFile(numbers[0], numbers[1], entry))
+    audio_files.sort(key=lambda audio: audio.turn_number)
+    return audio_files, problems
+
+
+def pair_script_with_audio(
+    lines: list[ScriptLine], audio_files: list[AudioFile], conversation_id: str
+) -> list[tuple[ScriptLine, AudioFile]]:
+    """Pair script line i with audio turn number i. Raises `ConversationFault` if they could be misaligned."""
+    by_number: dict[int, list[AudioFile]] = defaultdict(list)
+    for audio in audio_files:
+        by_number[audio.turn_number].append(audio)
+
+    problems = []
+    for number, files in sorted(by_number.items()):
+        if len(files) > 1:
+            names = ", ".join(file.path.name for file in files)
+            problems.append(
+                Problem(
+                    conversation_id,
+                    number - 1,
+                    ProblemKind.DUPLICATE_TURN_NUMBER,
+                    f"several audio files for turn number {number}: {names}",
+                )
+            )
+    for number in range(1, len(lines) + 1):
+        if number not in by_number:
+            problems.append(
+                Problem(
+                    conversation_id,
+                    number - 1,
+                    ProblemKind.COUNT_MISMATCH,
+                    f"script line {number} has no audio file ({len(lines)} script lines, {len(audio_files)} audio files)",
+                )
+            )
+    for number in sorted(set(by_number) - set(range(1, len(lines) + 1))):
+        problems.append(
+            Problem(
+                conversation_id,
+                None,
+                ProblemKind.COUNT_MISMATCH,
+                f"audio file {by_number[number][0].path.name} has no script line "
+                f"({len(lines)} script lines, {len(audio_files)} audio files)",
+            )
+        )
+    if problems:
+        raise ConversationFault(problems)
+
+    pairs = [(line, by_number[number][0]) for number, line in enumerate(lines, start=1)]
+    mismatched = [
+        Problem(
+            conversation_id,
+            index,
+            ProblemKind.SPEAKER_MISMATCH,
+            f"script line {index + 1} is speaker [{line.speaker_number}] but its audio is {audio.path.name}",
+        )
+        for index, (line, audio) in enumerate(pairs)
+        if line.speaker_number != audio.speaker_number
+    ]
+    if mismatched:
+        raise ConversationFault(mismatched)
+    return pairs
+
+
+def read_turn(
+    index: int, line: ScriptLine, audio: AudioFile, conversation_id: str, max_turn_seconds: float
+) -> tuple[Turn | None, Problem | None]:
+    """Build a turn from its header; a bad turn gives (None, problem)."""
+
+    def bad(kind: str, message: str) -> tuple[None, Problem]:
+        return None, Problem(conversation_id, index, kind, message)
+
+    if not line.text:
+        return bad(ProblemKind.EMPTY_TEXT, f"script line {index + 1} has no text")
+    try:
+        info = sf.info(str(audio.path))
+    except (RuntimeError, OSError, sf.LibsndfileError) as error:
+        return bad(ProblemKind.UNREADABLE_AUDIO, f"cannot read {audio.path.name}: {error}")
+    if info.frames <= 0 or info.samplerate <= 0:
+        return bad(ProblemKind.EMPTY_AUDIO, f"{audio.path.name} holds no audio")
+    duration = info.frames / info.samplerate
+    if duration > max_turn_seconds:
+        return bad(
+            ProblemKind.TOO_LONG_AUDIO,
+            f"{audio.path.name} lasts {duration:.1f} s, more than the {max_turn_seconds:g} s allowed for a turn",
+        )
+    turn = Turn(
+        index=index,
+        speaker=line.speaker_number - 1,
+        text=line.text,
+        audio_path=str(audio.path),
+        sampling_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+    )
+    return turn, None
+
+
+def read_conversation(
+    conversation_dir: Path, root: Path, max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
+) -> tuple[Conversation, list[Problem]]:
+    """Read one conversation. Its `turns` are empty when it is unusable; problems say why."""
+    conversation_id = conversation_id_of(conversation_dir, root)
+    language = PurePosixPath(conversation_id).parts[0]
+    segments_dir = conversation_dir / SEGMENTS_DIR
+    audio_files, problems = list_audio_files(segments_dir, conversation_id)
+    try:
+        lines = read_script(segments_dir, conversation_id)
+        pairs = pair_script_with_audio(lines, audio_files, conversation_id)
+    except ConversationFault as fault:
+        return Conversation(conversation_id, language, ()), problems + fault.problems
+
+    turns = []
+    for index, (line, audio) in enumerate(pairs):
+        turn, problem = read_turn(index, line, audio, conversation_id, max_turn_seconds)
+        if problem is not None:
+            problems.append(problem)
+            problems.append(
+                Problem(
+                    conversation_id,
+                    index,
+                    ProblemKind.TRUNCATED,
+                    f"kept turns 0-{index - 1}, dropped turns {index}-{len(pairs) - 1} of {len(pairs)}"
+                    if index
+                    else f"dropped all {len(pairs)} turns",
+                )
+            )
+            break
+        turns.append(turn)
+    return Conversation(conversation_id, language, tuple(turns)), problems
+
+
+def read_corpus(
+    input_dir: str | os.PathLike,
+    languages: list[str] | None = None,
+    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS,
+) -> Corpus:
+    """Read every conversation under `input_dir` (optionally only some language folders)."""
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"corpus folder {str(root)!r} does not exist or is not a folder")
+    conversations, problems = [], []
+    for language_dir in find_language_dirs(root):
+        if languages is not None and language_dir.name not in languages:
+            continue
+        for conversation_dir in find_conversation_dirs(language_dir):
+            conversation, found = read_conversation(conversation_dir, root, max_turn_seconds)
+            problems.extend(found)
+            if conversation.turns:
+                conversations.append(conversation)
+    return Corpus(str(root), tuple(conversations), tuple(problems))
