@@ -1,0 +1,28 @@
+#!/usr/bin/env python
+"""Prepare a synthetic conversational corpus as contextual CSM training samples.
+
+Reads the corpus under --input_dir (see CORPUS.md), builds one training sample per turn with up to
+--max_history previous turns as context, tokenizes it with the CSM processor of --model_id (with labels)
+and writes the train/validation/test splits to --output_dir, loadable with `datasets.load_from_disk`.
+A killed run is finished by rerunning with --resume; output_dir/prepare_report.json says what was done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transforms.cli import add_prepare_arguments, options_from_arguments, print_summary, run_cli
+from transforms.prepare import prepare
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_prepare_arguments(parser)
+    arguments = parser.parse_args(argv)
+    options = options_from_arguments(arguments)
+    return run_cli(lambda: print_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""What CSM's processor does with a conversation, in the few places this project needs to know it."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+from transformers import AutoProcessor, CsmProcessor
+
+DEFAULT_MODEL_ID = "unsloth/csm-1b"
+_AUDIO_PLACEHOLDER = "placeholder.wav"  # rendered, never loaded (tokenize=False)
+
+
+@lru_cache(maxsize=4)
+def load_processor(model_id: str = DEFAULT_MODEL_ID) -> CsmProcessor:
+    """The CSM processor of a Hub id or local folder, loaded once per process."""
+    try:
+        processor = AutoProcessor.from_pretrained(model_id)
+    except Exception as error:  # transformers raises OSError, ValueError, HF errors... for the same cause
+        raise RuntimeError(f"cannot load a CSM processor from {model_id!r}: {error}") from error
+    if not isinstance(processor, CsmProcessor):
+        raise RuntimeError(f"{model_id!r} holds a {type(processor).__name__}, not a CsmProcessor")
+    return processor
+
+
+def message(speaker: int, text: str, audio) -> dict:
+    """A CSM chat message: role = the speaker id as a string of digits, then its text and audio."""
+    return {"role": str(speaker), "content": [{"type": "text", "text": text}, {"type": "audio", "path": audio}]}
+
+
+def audio_token_count(processor: CsmProcessor, num_samples: int) -> int:
+    """How many `<|AUDIO|>` tokens (Mimi frames) the processor makes of `num_samples` samples."""
+    return processor._get_encoded_length(num_samples, **processor.audio_kwargs["encoded_length_kwargs"])
+
+
+def message_token_counts(
+    processor: CsmProcessor, speakers: Sequence[int], texts: Sequence[str], num_samples: Sequence[int]
+) -> np.ndarray:
+    """Tokens each message takes in a sample: its rendered text, one `<|AUDIO|>` per frame, `<|audio_eos|>`.
+
+    Messages start with a special token, so counts add up: a sample's length is the sum over its messages.
+    """
+    rendered = [
+        processor.apply_chat_template([message(speaker, text, _AUDIO_PLACEHOLDER)], tokenize=False)
+        for speaker, text in zip(speakers, texts)
+    ]
+    encoded = processor.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    # each rendering holds one <|AUDIO|>, which the processor expands to one token per frame
+    return np.array(
+        [len(ids) - 1 + audio_token_count(processor, samples) for ids, samples in zip(encoded, num_samples)],
+        dtype=np.int64,
+    )
