@@ -1,0 +1,113 @@
+"""Write a synthetic podcast corpus in the raw on-disk layout, for demos, tests and benchmarks.
+
+Examples:
+    uv run python scripts/create_dummy_data.py --output_dir /tmp/demo --with_faults
+    uv run python scripts/create_dummy_data.py --output_dir /tmp/bench --hours 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from csm_synthetic.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not the meaningless ones of flags and of options that are off by default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Write a synthetic two-speaker podcast corpus in the raw layout "
+            "(<lang>/<categories>/<conversation>/segments/ with vibevoice-podcast-script.txt and one WAV "
+            "per line). The demo corpus mixes file-name spellings, non-padded turn numbers, sample rates "
+            "(16/24/44.1 kHz), stereo and float files, BOM/CRLF/blank lines in scripts, and leftover "
+            "files. With --hours, a clean benchmark corpus (24 kHz mono PCM_16) is written instead."
+        ),
+        epilog=(
+            "The same --seed always gives the same file names and the same bytes.\n\n"
+            "examples:\n"
+            "  create_dummy_data.py --output_dir /tmp/demo --with_faults\n"
+            "  create_dummy_data.py --output_dir /tmp/bench --hours 1"
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--output_dir", type=Path, required=True, help="corpus root to create")
+    parser.add_argument("--languages", nargs="+", default=["en", "de", "fr"],
+                        help="language folders to write (built-in texts for en, de, fr; others get English)")
+    parser.add_argument("--conversations_per_language", type=int, default=4,
+                        help="healthy conversations per language (demo corpus)")
+    parser.add_argument("--min_turns", type=int, default=6, help="fewest script lines per conversation (demo corpus)")
+    parser.add_argument("--max_turns", type=int, default=12, help="most script lines per conversation (demo corpus)")
+    parser.add_argument("--min_seconds", type=float, default=2.0, help="shortest turn, in seconds")
+    parser.add_argument("--max_seconds", type=float, default=12.0, help="longest turn, in seconds")
+    parser.add_argument("--with_faults", action="store_true",
+                        help=f"add one faulty conversation under en/Faulty/ per known fault: {', '.join(FAULT_KINDS)}")
+    parser.add_argument("--hours", type=float, default=None,
+                        help="write a healthy benchmark corpus of about this many audio hours "
+                             "(20-turn conversations) instead of the demo corpus")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing corpus made by this script in --output_dir")
+    return parser
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool) -> str | None:
+    """Empty `output_dir` if allowed; return an error message if it may not be written."""
+    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
+        return None
+    if not overwrite:
+        return f"{output_dir} exists and is not empty; pass --overwrite to replace it, or choose another --output_dir"
+    # Only ever delete what this script made: a typo in --output_dir must not wipe unrelated data.
+    if not (output_dir / META_FILE).is_file():
+        return (f"{output_dir} is not empty and was not made by this script (no {META_FILE}); "
+                "refusing to delete it, remove it yourself or choose another --output_dir")
+    shutil.rmtree(output_dir)
+    return None
+
+
+def summary(corpus: DemoCorpus) -> str:
+    return (f"Wrote {len(corpus.conversations)} conversations, {corpus.total_turns} turns, "
+            f"{corpus.total_seconds / 3600:.2f} audio hours, {len(corpus.faults)} faults injected "
+            f"to {corpus.root}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.hours is not None and args.with_faults:
+        parser.error("--with_faults applies to the demo corpus only; the --hours benchmark corpus is healthy")
+    error = prepare_output_dir(args.output_dir, args.overwrite)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seconds = (args.min_seconds, args.max_seconds)
+    try:
+        if args.hours is not None:
+            corpus = create_benchmark_corpus(args.output_dir, hours=args.hours, seconds=seconds,
+                                             languages=args.languages, seed=args.seed)
+        else:
+            corpus = create_demo_corpus(
+                args.output_dir, languages=args.languages,
+                conversations_per_language=args.conversations_per_language,
+                turns=(args.min_turns, args.max_turns), seconds=seconds,
+                with_faults=args.with_faults, seed=args.seed,
+            )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(summary(corpus))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
