@@ -34,18 +34,23 @@ def audio_token_count(processor: CsmProcessor, num_samples: int) -> int:
     return processor._get_encoded_length(num_samples, **processor.audio_kwargs["encoded_length_kwargs"])
 
 
-def message_token_counts(
-    processor: CsmProcessor, speakers: Sequence[int], texts: Sequence[str], num_samples: Sequence[int]
-) -> np.ndarray:
-    """Tokens each message takes in a sample: its rendered text, one `<|AUDIO|>` per frame, `<|audio_eos|>`.
+def render_messages(processor: CsmProcessor, speakers: Sequence[int], texts: Sequence[str]) -> list[str]:
+    """Each turn rendered by the chat template as a message with audio, `<|AUDIO|>` not yet expanded.
 
-    Messages start with a special token, so counts add up: a sample's length is the sum over its messages.
+    The template renders messages one after another, so a sample's text is its turns' renderings joined.
     """
-    rendered = [
+    return [
         processor.apply_chat_template([message(speaker, text, _AUDIO_PLACEHOLDER)], tokenize=False)
         for speaker, text in zip(speakers, texts)
     ]
-    encoded = processor.tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def message_token_counts(processor: CsmProcessor, rendered: Sequence[str], num_samples: Sequence[int]) -> np.ndarray:
+    """Tokens each rendered message takes in a sample: its text, one `<|AUDIO|>` per frame, `<|audio_eos|>`.
+
+    Messages start with a special token, so counts add up: a sample's length is the sum over its messages.
+    """
+    encoded = processor.tokenizer(list(rendered), add_special_tokens=False)["input_ids"]
     # each rendering holds one <|AUDIO|>, which the processor expands to one token per frame
     return np.array(
         [len(ids) - 1 + audio_token_count(processor, samples) for ids, samples in zip(encoded, num_samples)],

@@ -25,7 +25,7 @@ from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic
 from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS, Corpus
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_of
 
-from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts
+from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
 from .samples import ContextualSamples, group_conversations, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Skip, Window, plan_windows
 from .writer import publish_dataset_dict
@@ -178,7 +178,8 @@ def plan_samples(corpus: Corpus, processor, options: PrepareOptions) -> Plan:
     for conversation in corpus.conversations:
         turns = conversation.turns
         lengths = [resampled_length(turn.frames, turn.sampling_rate, rate) for turn in turns]
-        counts = message_token_counts(processor, [t.speaker for t in turns], [t.text for t in turns], lengths)
+        rendered = render_messages(processor, [t.speaker for t in turns], [t.text for t in turns])
+        counts = message_token_counts(processor, rendered, lengths)
         windows = plan_windows(counts, options.max_history, options.max_tokens)
         plan.samples_per_conversation[conversation.conversation_id] = sum(isinstance(w, Window) for w in windows)
         for window in windows:

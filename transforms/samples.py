@@ -23,7 +23,7 @@ import torch
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
-from .csm import DEFAULT_MODEL_ID, load_processor, message, message_token_counts
+from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
 from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "labels")
@@ -147,14 +147,16 @@ class ContextualSamples:
         processor = load_processor(self.model_id)
         conversation_id = conversation["conversation_id"]
         audios = [self.read_audio(conversation_id, index, audio) for index, audio in enumerate(conversation["audio"])]
-        speakers, texts = conversation["speaker"], conversation["text"]
-        token_counts = message_token_counts(processor, speakers, texts, [len(audio) for audio in audios])
+        speakers = conversation["speaker"]
+        rendered = render_messages(processor, speakers, conversation["text"])
+        token_counts = message_token_counts(processor, rendered, [len(audio) for audio in audios])
         for window in plan_windows(token_counts, self.max_history, self.max_tokens):
             if not isinstance(window, Window):
                 continue
-            turns = range(window.start, window.target + 1)
-            messages = [message(speakers[i], texts[i], audios[i]) for i in turns]
-            encoded = self.encode(processor, messages, _label_seed(self.seed, conversation_id, window.target))
+            turns = slice(window.start, window.target + 1)
+            encoded = self.encode(
+                processor, "".join(rendered[turns]), audios[turns], _label_seed(self.seed, conversation_id, window.target)
+            )
             if len(encoded["input_ids"]) != window.num_tokens:
                 raise RuntimeError(
                     f"{conversation_id} turn {window.target}: the processor made {len(encoded['input_ids'])} "
@@ -177,14 +179,16 @@ class ContextualSamples:
         except Exception as error:  # soundfile raises several types for one cause: unreadable audio
             raise ValueError(f"{conversation_id} turn {turn}: cannot read audio {audio.get('path')!r}: {error}") from error
 
-    def encode(self, processor, messages: list[dict], label_seed: int) -> dict[str, np.ndarray]:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(label_seed)
-            encoded = processor.apply_chat_template(
-                messages,
-                tokenize=True,
-                return_dict=True,
-                processor_kwargs={"output_labels": True, "depth_decoder_labels_ratio": self.depth_decoder_labels_ratio},
+    def encode(self, processor, text: str, audios: list[np.ndarray], label_seed: int) -> dict[str, np.ndarray]:
+        """The processor's output for one sample, flattened to 1-D numpy arrays."""
+        with torch.random.fork_rng(devices=[], enabled=self.depth_decoder_labels_ratio < 1.0):
+            if self.depth_decoder_labels_ratio < 1.0:  # only then does the processor draw random -101 labels
+                torch.manual_seed(label_seed)
+            encoded = processor(
+                text=text,
+                audio=audios,
+                output_labels=True,
+                depth_decoder_labels_ratio=self.depth_decoder_labels_ratio,
             )
         return {name: encoded[name].reshape(-1).numpy() for name in (*TOKEN_COLUMNS, "input_values", "input_values_cutoffs")}
 

@@ -1,0 +1,41 @@
+#!/usr/bin/env python
+"""Verify a prepare_dataset_for_training.py output, row by row.
+
+Checks that the token columns agree in length and fit --max_tokens, that each audio segment's <|AUDIO|>
+run matches its audio length by the processor's rule, that labels sit only on audio positions, and
+that no sample holds more than max_history + 1 turns. Exits 1 and lists the reasons when a row fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transforms.verify import verify_output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="the folder prepare_dataset_for_training.py wrote")
+    parser.add_argument("--model_id", default=None, help="processor to check against (default: the one in the report)")
+    arguments = parser.parse_args(argv)
+    try:
+        result = verify_output(arguments.output_dir, arguments.model_id)
+    except (FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for split, rows in result.rows.items():
+        print(f"{split:<10} {rows:>8} rows checked")
+    if result.ok:
+        print(f"OK: all {sum(result.rows.values())} rows are sound")
+        return 0
+    for error in result.errors:
+        print(f"FAIL {error}")
+    if result.error_count > len(result.errors):
+        print(f"... and {result.error_count - len(result.errors)} more")
+    print(f"{result.error_count} problems found", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

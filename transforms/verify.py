@@ -1,0 +1,149 @@
+"""Check every row of a prepared output against the rules the samples were made by.
+
+Per row: the token columns have one length, equal to `num_tokens` and within `max_tokens`; the audio is
+cut into as many segments as there are `<|AUDIO|>` runs, each run as long as the processor's rule says for
+its segment; labels sit only on audio positions; the sample holds at most `max_history + 1` turns.
+Reads audio lengths from Arrow offsets, never the audio itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from .collator import IGNORE_INDEX
+from .csm import audio_token_count, load_processor
+from .prepare import REPORT_NAME
+
+BACKBONE_ONLY_LABEL = -101
+ROWS_PER_BATCH = 256
+MAX_LISTED_ERRORS = 50
+
+
+@dataclass
+class Verification:
+    rows: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+
+    def fail(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_LISTED_ERRORS:
+            self.errors.append(message)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+
+@dataclass(frozen=True)
+class Rules:
+    audio_token_id: int
+    audio_eos_token_id: int
+    max_tokens: int
+    max_history: int | None
+    frames_for_samples: object  # callable: samples -> number of <|AUDIO|> tokens
+
+
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of each run of True in a 1-D boolean array."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return list(zip(starts.tolist(), (ends - starts).tolist()))
+
+
+def check_row(row: dict, audio_length: int, rules: Rules) -> list[str]:
+    """Everything wrong with one sample (empty when it is sound)."""
+    problems = []
+    ids, mask, labels = row["input_ids"], row["attention_mask"], row["labels"]
+    cutoffs = np.asarray(row["input_values_cutoffs"])
+    if not len(ids) == len(mask) == len(labels) == row["num_tokens"]:
+        problems.append(
+            f"lengths differ: input_ids {len(ids)}, attention_mask {len(mask)}, labels {len(labels)}, "
+            f"num_tokens {row['num_tokens']}"
+        )
+        return problems
+    if len(ids) > rules.max_tokens:
+        problems.append(f"{len(ids)} tokens, more than max_tokens {rules.max_tokens}")
+    if not np.all(mask == 1):
+        problems.append("attention_mask is not all ones (samples are stored unpadded)")
+    if len(cutoffs) == 0 or np.any(np.diff(np.r_[0, cutoffs]) <= 0) or cutoffs[-1] != audio_length:
+        problems.append(f"input_values_cutoffs {cutoffs.tolist()} do not cut {audio_length} audio samples")
+        return problems
+    segment_lengths = np.diff(np.r_[0, cutoffs])
+    runs = runs_of(ids == rules.audio_token_id)
+    eos_positions = np.flatnonzero(ids == rules.audio_eos_token_id)
+    if len(runs) != len(segment_lengths) or len(eos_positions) != len(segment_lengths):
+        problems.append(
+            f"{len(segment_lengths)} audio segments but {len(runs)} <|AUDIO|> runs and {len(eos_positions)} <|audio_eos|>"
+        )
+        return problems
+    for number, ((start, length), samples) in enumerate(zip(runs, segment_lengths)):
+        expected = rules.frames_for_samples(int(samples))
+        if length != expected:
+            problems.append(f"audio segment {number}: {length} <|AUDIO|> tokens for {samples} samples, expected {expected}")
+        if start + length not in set(eos_positions.tolist()):
+            problems.append(f"audio segment {number}: its <|AUDIO|> run is not followed by <|audio_eos|>")
+    audio_positions = (ids == rules.audio_token_id) | (ids == rules.audio_eos_token_id)
+    labelled = labels != IGNORE_INDEX
+    if np.any(labelled & ~audio_positions):
+        problems.append(f"labels on {int(np.sum(labelled & ~audio_positions))} non-audio positions")
+    valid = (labels == ids) | ((labels == BACKBONE_ONLY_LABEL) & (ids == rules.audio_token_id))
+    if np.any(audio_positions & ~valid):
+        problems.append("audio positions whose label is neither the token id nor -101")
+    turns = len(segment_lengths)
+    if turns != row["num_context_turns"] + 1:
+        problems.append(f"{turns} audio segments for {row['num_context_turns']} context turns + the target")
+    if rules.max_history is not None and row["num_context_turns"] > rules.max_history:
+        problems.append(f"{row['num_context_turns']} context turns, more than max_history {rules.max_history}")
+    return problems
+
+
+def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, dict]:
+    report_path = output_dir / REPORT_NAME
+    if not report_path.is_file():
+        raise FileNotFoundError(f"{report_path} is missing: the output is not a finished prepare run")
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    arguments = report["arguments"]
+    processor = load_processor(model_id or arguments["model_id"])
+    rules = Rules(
+        audio_token_id=processor.audio_token_id,
+        audio_eos_token_id=processor.audio_eos_token_id,
+        max_tokens=arguments["max_tokens"],
+        max_history=arguments["max_history"],
+        frames_for_samples=lambda samples: audio_token_count(processor, samples),
+    )
+    return rules, report
+
+
+SMALL_COLUMNS = ("conversation_id", "turn_index", "num_tokens", "num_context_turns", "input_ids", "attention_mask", "labels", "input_values_cutoffs")
+
+
+def verify_split(dataset: datasets.Dataset, split: str, rules: Rules, result: Verification) -> None:
+    result.rows[split] = 0
+    for batch in dataset.data.to_batches(max_chunksize=ROWS_PER_BATCH):
+        audio_lengths = batch.column("input_values").value_lengths().to_numpy()
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in SMALL_COLUMNS}
+        for position in range(batch.num_rows):
+            row = {name: values[position] for name, values in columns.items()}
+            for problem in check_row(row, int(audio_lengths[position]), rules):
+                result.fail(f"{split}: {row['conversation_id']} turn {row['turn_index']}: {problem}")
+        result.rows[split] += batch.num_rows
+
+
+def verify_output(output_dir: str | Path, model_id: str | None = None) -> Verification:
+    """Check every row of every split of a `prepare_dataset_for_training.py` output."""
+    output_dir = Path(output_dir)
+    rules, report = rules_from_report(output_dir, model_id)
+    splits = datasets.load_from_disk(str(output_dir))
+    result = Verification()
+    for split, dataset in splits.items():
+        verify_split(dataset, split, rules, result)
+        expected = report["counts"]["by_split"].get(split, {}).get("samples")
+        if expected != len(dataset):
+            result.fail(f"{split}: {len(dataset)} rows, the report says {expected}")
+    return result
