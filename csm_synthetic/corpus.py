@@ -8,7 +8,7 @@ Policy for faults:
   conversation: it yields no turns.
 - A single bad turn (empty text, audio unreadable, empty or too long) cuts the conversation just before
   it: the turns before stay (their context is whole), the bad turn and everything after it are dropped.
-- Leftover files next to the data are reported and otherwise ignored.
+- Leftover files next to the data are reported and otherwise ignored; so is a conversation without any turn.
 Every fault becomes a `Problem` naming the conversation and, where there is one, the 0-based turn.
 """
 
@@ -48,6 +48,7 @@ class ProblemKind:
     TOO_LONG_AUDIO = "too_long_audio"
     UNEXPECTED_FILE = "unexpected_file"
     TRUNCATED = "conversation_truncated"
+    EMPTY_CONVERSATION = "empty_conversation"
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def find_conversation_dirs(language_dir: Path) -> list[Path]:
         if SEGMENTS_DIR in subfolders:
             found.append(Path(folder))
             subfolders.clear()  # a conversation's own folders hold no further conversations
-    return sorted(found)
+    # by the POSIX string, which is the order of conversation ids ("a-b" < "a/c"; as Path parts it is the reverse)
+    return sorted(found, key=lambda path: path.as_posix())
 
 
 def conversation_id_of(conversation_dir: Path, root: Path) -> str:
@@ -331,6 +333,9 @@ def read_conversation(
         pairs = pair_script_with_audio(lines, audio_files, conversation_id)
     except ConversationFault as fault:
         return Conversation(conversation_id, language, ()), problems + fault.problems
+    if not pairs:  # a script without lines and no audio: say so rather than drop it silently
+        empty = Problem(conversation_id, None, ProblemKind.EMPTY_CONVERSATION, f"{SCRIPT_NAME} has no lines, no audio")
+        return Conversation(conversation_id, language, ()), problems + [empty]
 
     turns = []
     for index, (line, audio) in enumerate(pairs):
