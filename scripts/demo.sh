@@ -7,5 +7,5 @@ uv run python scripts/create_dummy_data.py --output_dir demo/corpus --with_fault
 uv run python scripts/make_offline_processor.py --output_dir demo/processor
 uv run python scripts/inspect_corpus.py --input_dir demo/corpus --json demo/inspect.json
 uv run python scripts/prepare_dataset_for_training.py --input_dir demo/corpus --output_dir demo/prepared \
-    --model_id demo/processor --max_history 5 --overwrite
+    --model_id demo/processor --max_history 5 --validation_fraction 0.2 --test_fraction 0.2 --overwrite
 uv run python scripts/verify_shard.py --output_dir demo/prepared
