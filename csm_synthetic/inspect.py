@@ -1,0 +1,201 @@
+"""A summary of a raw corpus: what the builder would yield, per language and split, and what is wrong.
+
+    summary = inspect_corpus("synthetic-dataset")       # a plain, JSON-ready dict
+    print(format_summary(summary))
+
+Only what `read_corpus` reads is read (scripts and audio headers), so a corpus of many hours is
+summarised in seconds. Splits come from `split_of`, the rule the builder uses, so the numbers here are
+the numbers of the dataset that `CsmSynthetic` builds with the same fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from .corpus import DEFAULT_MAX_TURN_SECONDS, Corpus, ProblemKind, Turn, read_corpus
+from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SPLITS, check_fractions, split_of
+
+TOTAL = "total"
+LONGEST_TURNS = 10  # turns listed under "longest_turns"
+PRINTED_PROBLEMS = 20  # problems listed one by one by `format_summary`; the JSON has them all
+
+
+def inspect_corpus(
+    input_dir: str | os.PathLike,
+    *,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS,
+    longest_turns: int = LONGEST_TURNS,
+) -> dict:
+    """Read the corpus under `input_dir` (headers only) and summarise it; see `summarize_corpus`."""
+    check_fractions(validation_fraction, test_fraction)
+    if not max_turn_seconds > 0:
+        raise ValueError(f"max_turn_seconds must be > 0 (is {max_turn_seconds})")
+    corpus = read_corpus(input_dir, max_turn_seconds=max_turn_seconds)
+    summary = summarize_corpus(corpus, validation_fraction, test_fraction, longest_turns)
+    summary["settings"]["max_turn_seconds"] = max_turn_seconds
+    return summary
+
+
+def summarize_corpus(
+    corpus: Corpus,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    longest_turns: int = LONGEST_TURNS,
+) -> dict:
+    """Counts of what a read corpus yields and of what is wrong with it, as plain JSON-ready data.
+
+    Keys: `conversations`, `turns`, `hours` (usable ones only); `by_language` (language -> `total` and
+    each split -> counts) and `by_split` (split -> counts), where counts are
+    ``{"conversations", "turns", "hours"}``; `speakers` (turns per 0-based speaker id, conversations per
+    number of distinct speakers); `audio_formats` (turns per "rate Hz, channels ch"); `longest_turns`;
+    `dropped_conversations` / `truncated_conversations` (ids); `problems_by_kind`; `problems` (every
+    `Problem.to_dict()`, in the order the reader found them).
+    """
+    check_fractions(validation_fraction, test_fraction)
+    by_language: dict[str, dict[str, _Counts]] = {}
+    by_split = {split: _Counts() for split in SPLITS}
+    total = _Counts()
+    turns_by_speaker: Counter[int] = Counter()
+    conversations_by_speaker_count: Counter[int] = Counter()
+    audio_formats: Counter[str] = Counter()
+    all_turns: list[tuple[str, Turn]] = []
+
+    for conversation in corpus.conversations:
+        split = split_of(conversation.conversation_id, validation_fraction, test_fraction)
+        language = by_language.setdefault(
+            conversation.language, {TOTAL: _Counts(), **{name: _Counts() for name in SPLITS}}
+        )
+        for counts in (language[TOTAL], language[split], by_split[split], total):
+            counts.add(len(conversation.turns), conversation.duration)
+        turns_by_speaker.update(turn.speaker for turn in conversation.turns)
+        conversations_by_speaker_count[len({turn.speaker for turn in conversation.turns})] += 1
+        audio_formats.update(_audio_format(turn) for turn in conversation.turns)
+        all_turns.extend((conversation.conversation_id, turn) for turn in conversation.turns)
+
+    kept = {conversation.conversation_id for conversation in corpus.conversations}
+    with_problems = {problem.conversation_id for problem in corpus.problems}
+    truncated = {problem.conversation_id for problem in corpus.problems if problem.kind == ProblemKind.TRUNCATED}
+    longest = sorted(all_turns, key=lambda item: (-item[1].duration, item[0], item[1].index))[:longest_turns]
+
+    return {
+        "input_dir": str(corpus.root),
+        "settings": {"validation_fraction": validation_fraction, "test_fraction": test_fraction},
+        **total.to_dict(),
+        "by_language": {
+            language: {name: counts.to_dict() for name, counts in splits.items()}
+            for language, splits in sorted(by_language.items())
+        },
+        "by_split": {split: counts.to_dict() for split, counts in by_split.items()},
+        "speakers": {
+            "turns_by_speaker": {str(speaker): n for speaker, n in sorted(turns_by_speaker.items())},
+            "conversations_by_speaker_count": {
+                str(count): n for count, n in sorted(conversations_by_speaker_count.items())
+            },
+        },
+        "audio_formats": dict(audio_formats.most_common()),
+        "longest_turns": [
+            {
+                "conversation_id": conversation_id,
+                "turn_index": turn.index,
+                "speaker": turn.speaker,
+                "duration": turn.duration,
+                "audio_path": turn.audio_path,
+            }
+            for conversation_id, turn in longest
+        ],
+        "dropped_conversations": sorted(with_problems - kept),
+        "truncated_conversations": sorted(truncated & kept),
+        "problems_by_kind": dict(sorted(Counter(problem.kind for problem in corpus.problems).items())),
+        "problems": [problem.to_dict() for problem in corpus.problems],
+    }
+
+
+def format_summary(summary: dict, max_problems: int = PRINTED_PROBLEMS) -> str:
+    """The summary as text for a terminal (every problem is in the JSON; here only the first few)."""
+    settings = summary["settings"]
+    notes = [f"validation fraction {settings['validation_fraction']:g}", f"test fraction {settings['test_fraction']:g}"]
+    if "max_turn_seconds" in settings:
+        notes.append(f"turns over {settings['max_turn_seconds']:g} s are faults")
+    lines = [
+        f"Corpus {summary['input_dir']}: {summary['conversations']} usable conversations, "
+        f"{summary['turns']} turns, {summary['hours']:.3f} audio hours",
+        f"({'; '.join(notes)})",
+        "",
+        f"{'language':<12}{'split':<12}{'conversations':>14}{'turns':>10}{'hours':>10}",
+    ]
+    for language, splits in summary["by_language"].items():
+        for name in (*SPLITS, TOTAL):
+            lines.append(_counts_row(language, name, splits[name]))
+    for split, counts in summary["by_split"].items():
+        lines.append(_counts_row("all", split, counts))
+    lines.append(_counts_row("all", TOTAL, summary))
+
+    speakers = summary["speakers"]
+    lines += [
+        "",
+        "turns by speaker: " + _join_counts(speakers["turns_by_speaker"]),
+        "conversations by number of speakers: " + _join_counts(speakers["conversations_by_speaker_count"]),
+        "audio formats (turns): " + _join_counts(summary["audio_formats"]),
+    ]
+    if summary["longest_turns"]:
+        lines.append("longest turns:")
+        lines += [
+            f"  {turn['duration']:8.2f} s  {turn['conversation_id']} turn {turn['turn_index']} (speaker {turn['speaker']})"
+            for turn in summary["longest_turns"]
+        ]
+
+    problems = summary["problems"]
+    lines += [
+        "",
+        f"problems: {len(problems)} ({len(summary['dropped_conversations'])} conversations dropped, "
+        f"{len(summary['truncated_conversations'])} truncated)",
+    ]
+    lines += [f"  {kind:<24}{count:>8}" for kind, count in summary["problems_by_kind"].items()]
+    for problem in problems[:max_problems]:
+        where = problem["conversation_id"]
+        if problem["turn_index"] is not None:
+            where += f" turn {problem['turn_index']}"
+        lines.append(f"  {where}: [{problem['kind']}] {problem['problem']}")
+    if len(problems) > max_problems:
+        lines.append(f"  ... and {len(problems) - max_problems} more (all are in the --json output)")
+    return "\n".join(lines)
+
+
+def write_summary(summary: dict, path: str | os.PathLike) -> Path:
+    """Write the summary as UTF-8 JSON (parent folders are created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.conversations = 0
+        self.turns = 0
+        self.seconds = 0.0
+
+    def add(self, turns: int, seconds: float) -> None:
+        self.conversations += 1
+        self.turns += turns
+        self.seconds += seconds
+
+    def to_dict(self) -> dict:
+        return {"conversations": self.conversations, "turns": self.turns, "hours": self.seconds / 3600}
+
+
+def _audio_format(turn: Turn) -> str:
+    return f"{turn.sampling_rate} Hz, {turn.channels} ch"
+
+
+def _counts_row(language: str, split: str, counts: dict) -> str:
+    return f"{language:<12}{split:<12}{counts['conversations']:>14}{counts['turns']:>10}{counts['hours']:>10.3f}"
+
+
+def _join_counts(counts: dict) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in counts.items()) or "-"

@@ -1,0 +1,54 @@
+#!/usr/bin/env python
+"""Summarise a raw corpus before preparing it: conversations, turns and hours per language and split,
+speakers, audio formats, the longest turns, and every problem by conversation and turn.
+
+Reads only scripts and audio headers (fast). With --json, writes the whole summary, including the list
+of problems, as JSON.
+
+Example:
+    uv run python scripts/inspect_corpus.py --input_dir synthetic-dataset --json corpus_summary.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.inspect import format_summary, inspect_corpus, write_summary
+from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input_dir", required=True, help="the corpus root (language folders inside)")
+    parser.add_argument("--json", default=None, help="also write the whole summary, with every problem, to this file")
+    parser.add_argument("--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
+                        help=f"share of conversations in validation (default {DEFAULT_VALIDATION_FRACTION})")
+    parser.add_argument("--test_fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                        help=f"share of conversations in test (default {DEFAULT_TEST_FRACTION})")
+    parser.add_argument("--max_turn_seconds", type=float, default=DEFAULT_MAX_TURN_SECONDS,
+                        help=f"a turn longer than this is a fault (default {DEFAULT_MAX_TURN_SECONDS:g})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    try:
+        summary = inspect_corpus(
+            arguments.input_dir,
+            validation_fraction=arguments.validation_fraction,
+            test_fraction=arguments.test_fraction,
+            max_turn_seconds=arguments.max_turn_seconds,
+        )
+    except (FileNotFoundError, ValueError) as error:  # no such corpus folder, or bad fractions / limit
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(format_summary(summary))
+    if arguments.json:
+        print(f"\nsummary written to {write_summary(summary, arguments.json)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
