@@ -100,7 +100,10 @@ def test_target_sampling_rate_is_configurable(tmp_path):
 
 def test_audio_decodes_through_datasets_at_the_target_rate(demo, demo_dataset, demo_corpus):
     """Through the Audio feature (torchcodec + FFmpeg): odd-format files come out mono at 24 kHz."""
-    pytest.importorskip("torchcodec")
+    try:
+        import torchcodec.decoders  # noqa: F401  (raises RuntimeError, not ImportError, without FFmpeg)
+    except (ImportError, RuntimeError, OSError) as error:
+        pytest.skip(f"torchcodec cannot decode here: {error}")
     turns = {(c.conversation_id, t.index): t for c in demo_corpus.conversations for t in c.turns}
     part = demo_dataset["train"]
     odd = [i for i, row in enumerate(part.select_columns(["conversation_id", "turn_index"]))
