@@ -163,7 +163,8 @@ def parse_script(text: str, conversation_id: str) -> list[ScriptLine]:
     """Parse a script (BOM, CRLF and blank lines allowed). Raises `ConversationFault` on a bad line."""
     lines = []
     problems = []
-    for raw in text.lstrip("\ufeff").splitlines():
+    # split on line ends only: str.splitlines() would also cut a line at \x0c, \x85 or \u2028 inside the text
+    for raw in text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         if not raw.strip():
             continue
         match = _SCRIPT_LINE.match(raw.strip())
