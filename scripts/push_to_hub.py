@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+"""Publish the raw corpus or prepared training samples as a Hugging Face Hub dataset repository.
+
+The repository holds Parquet shards with the audio embedded (data/<config>/<split>-NNNNN-of-MMMMM.parquet),
+histogram figures and a README.md dataset card whose YAML declares configs, splits and features, so
+`datasets.load_dataset("<repo_id>", "<config>")` works. The raw corpus gets one config per language plus
+`all` (the default); prepared samples get one default config.
+
+With --to_dir the repository is written to a local folder instead (exactly what would be uploaded;
+`load_dataset("<to_dir>", "<config>")` reads it offline). An upload builds that same folder in a
+temporary place first, then uploads it; an interrupted upload continues when re-run.
+
+The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT selects another Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
+from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+
+EPILOG = f"""\
+examples:
+  push_to_hub.py --input_dir synthetic-dataset --repo_id me/csm-podcasts --private
+  push_to_hub.py --prepared_dir prepared --repo_id me/csm-podcasts-samples
+  push_to_hub.py --input_dir synthetic-dataset --to_dir repo && push_to_hub.py --staged_dir repo --repo_id me/x
+
+exit status: 0 done, {ExitCode.USAGE} bad arguments or input, {ExitCode.AUTH} no token / token rejected / permission
+denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout, Hub refused, or upload incomplete
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except the meaningless ones of flags and of options that are off by default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=_HelpFormatter)
+    source = parser.add_argument_group("what to publish (one of)")
+    source.add_argument("--input_dir", help="the raw corpus root (language folders inside), read through the builder")
+    source.add_argument("--prepared_dir", help="an --output_dir of prepare_dataset_for_training.py")
+    source.add_argument("--staged_dir", help="a folder written earlier with --to_dir: upload it as it is")
+    target = parser.add_argument_group(
+        "where to (--repo_id, --to_dir, or both: a local folder whose card names the repo)"
+    )
+    target.add_argument("--repo_id", help="Hub dataset repository, e.g. me/csm-podcasts (created if missing)")
+    target.add_argument("--to_dir", help="write the repository to this folder instead of uploading it")
+    target.add_argument("--private", action="store_true", help="create the repository as private")
+    target.add_argument(
+        "--max_shard_size",
+        default=DEFAULT_MAX_SHARD_SIZE,
+        help="size of a Parquet shard before compression (rows split evenly; also bounds memory while writing)",
+    )
+    target.add_argument(
+        "--force", action="store_true", help="replace the content of an existing repository that has another layout"
+    )
+    target.add_argument(
+        "--overwrite", action="store_true", help="replace a --to_dir folder written earlier by this script"
+    )
+    target.add_argument("--staging_dir", help="where an upload builds its repository folder (default: the system temp)")
+    raw = parser.add_argument_group("reading the raw corpus (--input_dir)")
+    raw.add_argument("--cache_dir", help="datasets cache for the corpus builder (default: the datasets default)")
+    raw.add_argument("--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION)
+    raw.add_argument("--test_fraction", type=float, default=DEFAULT_TEST_FRACTION)
+    raw.add_argument(
+        "--max_turn_seconds", type=float, default=DEFAULT_MAX_TURN_SECONDS, help="a turn longer than this is a fault"
+    )
+    raw.add_argument(
+        "--target_sampling_rate",
+        type=int,
+        default=24000,
+        help="rate the audio feature decodes to (the files keep their own)",
+    )
+    return parser
+
+
+def options_from_arguments(arguments: argparse.Namespace) -> PublishOptions:
+    return PublishOptions(**{name: getattr(arguments, name) for name in PublishOptions.__dataclass_fields__})
+
+
+def print_summary(result: PublishResult) -> None:
+    staged = result.staged
+    data_files = [path for path in staged.files if path.startswith("data/")]
+    print()
+    if result.repo_url:
+        print(f"Uploaded {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {result.repo_url}")
+        print(f"  last commit: {result.commit_url}")
+        where = result.repo_url.split("/datasets/", 1)[-1]
+    else:
+        print(f"Wrote {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {staged.folder}")
+        where = str(staged.folder)
+    print(f"  configs: {', '.join(staged.config_names)} ({len(data_files)} Parquet shards)")
+    print(f'  load with: datasets.load_dataset("{where}", "{staged.config_names[-1]}")')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("csm_synthetic").setLevel(logging.INFO)
+    try:
+        result = publish(options_from_arguments(arguments))
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing was left looking complete; re-run the same command to continue", file=sys.stderr)
+        return 130
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,561 @@
+"""Publishing to the Hub: `--to_dir` round trips through `load_dataset`, the card matches the data, and the
+upload path runs against a fake Hub (a local HTTP server: the network boundary) with real datasets, builder
+and huggingface_hub code. Nothing here decodes audio, so FFmpeg is not needed."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+import datasets
+import huggingface_hub
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import DatasetCard
+
+from csm_synthetic.builder import available_configs, load_turns
+from csm_synthetic.card import BAR_COLOR, GEOMETRY, Histogram, bar_rectangles, read_histogram_png
+from csm_synthetic.corpus import read_corpus
+from csm_synthetic.demo import create_demo_corpus
+from csm_synthetic.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
+from csm_synthetic.offline import build_offline_processor, build_tiny_model, save_offline_processor
+from transforms.prepare import PrepareOptions, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import push_to_hub  # the script is the command under test
+
+REPO_ID = "me/corpus"
+SPLIT_SETTINGS = {"validation_fraction": 0.3, "test_fraction": 0.3}  # a tiny corpus still gets several splits
+SPLIT_ARGUMENTS = ["--validation_fraction", "0.3", "--test_fraction", "0.3"]
+SHARD_NAME = re.compile(r"^data/(?P<config>[^/]+)/(?P<split>\w+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hub")
+
+
+@pytest.fixture(scope="module")
+def corpus(work) -> Path:
+    create_demo_corpus(
+        work / "corpus",
+        languages=("en", "de"),
+        conversations_per_language=3,
+        turns=(2, 4),
+        seconds=(0.2, 0.5),
+        with_faults=True,
+    )
+    return work / "corpus"
+
+
+def torchcodec_problem() -> str | None:
+    """Why torchcodec cannot load (it needs the FFmpeg libraries), or None."""
+    try:
+        import torchcodec.encoders  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - torchcodec raises RuntimeError, not ImportError, without FFmpeg
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def cache_dir(work) -> str:
+    """The builder's cache. The builder writes its Audio column through datasets, which imports torchcodec."""
+    problem = torchcodec_problem()
+    if problem:
+        pytest.skip(f"the corpus builder needs torchcodec, which needs the FFmpeg libraries ({problem})")
+    return str(work / "cache")
+
+
+@pytest.fixture(scope="module")
+def raw_repo(work, corpus, cache_dir) -> Path:
+    target = work / "raw_repo"
+    arguments = [
+        "--input_dir",
+        str(corpus),
+        "--to_dir",
+        str(target),
+        "--repo_id",
+        REPO_ID,  # named in the card
+        "--cache_dir",
+        cache_dir,
+        "--max_shard_size",
+        "40KB",
+    ]
+    assert push_to_hub.main(arguments + SPLIT_ARGUMENTS) == 0
+    return target
+
+
+@pytest.fixture(scope="module")
+def model_dir(work) -> Path:
+    """Offline processor and a tiny random CSM model in one folder: what `from_pretrained` loads."""
+    folder = save_offline_processor(work / "model")
+    build_tiny_model(build_offline_processor()).save_pretrained(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(work, corpus, cache_dir, model_dir) -> Path:
+    output = work / "prepared"
+    prepare(
+        PrepareOptions(
+            input_dir=str(corpus),
+            output_dir=str(output),
+            model_id=str(model_dir),
+            cache_dir=cache_dir,
+            batch_size=4,
+            **SPLIT_SETTINGS,
+        )
+    )
+    return output
+
+
+@pytest.fixture(scope="module")
+def prepared_repo(work, prepared_dir) -> Path:
+    target = work / "prepared_repo"
+    assert (
+        push_to_hub.main(["--prepared_dir", str(prepared_dir), "--to_dir", str(target), "--max_shard_size", "200KB"])
+        == 0
+    )
+    return target
+
+
+def load_repo(repo: Path, config: str | None, work: Path) -> datasets.DatasetDict:
+    return datasets.load_dataset(str(repo), config, cache_dir=str(work / "load_cache"))
+
+
+def without_decoding(dataset: datasets.Dataset) -> datasets.Dataset:
+    return dataset.cast_column("audio", datasets.Audio(decode=False))
+
+
+def card_of(repo: Path) -> DatasetCard:
+    return DatasetCard.load(repo / "README.md")
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+
+
+def decode_png(png: bytes) -> np.ndarray:
+    """RGB pixels of a PNG written with unfiltered rows (what card.encode_png writes)."""
+    position, idat, width, height = 8, b"", 0, 0
+    while position < len(png):
+        (length,) = struct.unpack(">I", png[position : position + 4])
+        kind, content = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", content[:8])
+        elif kind == b"IDAT":
+            idat += content
+        position += 12 + length
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * 3)
+    assert not rows[:, 0].any(), "unexpected PNG row filter"
+    return rows[:, 1:].reshape(height, width, 3)
+
+
+def table_count(text: str, label: str) -> int:
+    match = re.search(rf"^\| {re.escape(label)} \| (\d+) \|$", text, flags=re.MULTILINE)
+    assert match, f"no row {label!r} in the card"
+    return int(match.group(1))
+
+
+# --- the raw corpus ------------------------------------------------------------------------------
+
+
+def test_raw_round_trip_gives_the_builder_rows_features_and_splits(raw_repo, corpus, cache_dir, work):
+    configs = available_configs(corpus)
+    assert configs == ["all", "de", "en"]
+    for config in configs:
+        source = load_turns(corpus, config, cache_dir=cache_dir, **SPLIT_SETTINGS)
+        loaded = load_repo(raw_repo, config, work)
+        assert list(loaded) == list(source), config
+        for split in source:
+            assert loaded[split].features == source[split].features
+            assert isinstance(loaded[split].features["audio"], datasets.Audio)
+            expected, actual = without_decoding(source[split]), without_decoding(loaded[split])
+            assert actual.remove_columns("audio").to_list() == expected.remove_columns("audio").to_list()
+            for stored, original in zip(actual["audio"], expected["audio"]):
+                assert stored["bytes"] == Path(original["path"]).read_bytes()  # embedded, not a path
+                assert stored["path"] == Path(original["path"]).name
+    default = load_repo(raw_repo, None, work)
+    assert {split: len(rows) for split, rows in default.items()} == {
+        split: len(rows) for split, rows in load_repo(raw_repo, "all", work).items()
+    }
+
+
+def test_raw_repository_layout_shards_and_yaml(raw_repo):
+    files = sorted(path.relative_to(raw_repo).as_posix() for path in raw_repo.rglob("*") if path.is_file())
+    shards = [SHARD_NAME.match(path) for path in files if path.startswith("data/")]
+    assert all(shards) and {match["config"] for match in shards} == {"de", "en"}  # `all` reuses their shards
+    by_split = Counter((match["config"], match["split"]) for match in shards)
+    assert max(by_split.values()) > 1, "--max_shard_size 40KB should split something"
+    for match in shards:
+        assert int(match["count"]) == by_split[match["config"], match["split"]] > int(match["index"])
+    assert set(files) - {match.string for match in shards} == {"README.md", "figures/turn_seconds.png"}
+
+    data = card_of(raw_repo).data
+    configs = {entry["config_name"]: entry for entry in data.configs}
+    assert list(configs) == ["all", "de", "en"] and configs["all"].get("default") is True
+    assert "csm-synthetic" in data.tags and data.language == ["de", "en"]
+    infos = {info["config_name"]: info for info in data.dataset_info}
+    for name, entry in configs.items():
+        assert [split["name"] for split in infos[name]["splits"]] == [item["split"] for item in entry["data_files"]]
+
+
+def test_raw_card_numbers_and_figure_match_the_data(raw_repo, corpus, work):
+    rows = load_repo(raw_repo, "all", work)
+    durations = np.concatenate([np.asarray(rows[split]["duration"], dtype=np.float64) for split in rows])
+    conversations = {cid for split in rows for cid in rows[split]["conversation_id"]}
+    text = (raw_repo / "README.md").read_text(encoding="utf-8")
+    assert table_count(text, "turns") == len(durations)
+    assert table_count(text, "conversations") == len(conversations)
+    speakers = {pair for split in rows for pair in zip(rows[split]["conversation_id"], rows[split]["speaker"])}
+    assert table_count(text, "speakers") == len(speakers)
+    problems = Counter(problem.kind for problem in read_corpus(corpus).problems)
+    assert problems, "the demo corpus has faults"
+    for kind, count in problems.items():
+        assert table_count(text, kind) == count
+
+    png = (raw_repo / "figures" / "turn_seconds.png").read_bytes()
+    hist = read_histogram_png(png)
+    counts, _ = np.histogram(durations, bins=len(hist.counts), range=(hist.edges[0], hist.edges[-1]))
+    assert list(hist.counts) == counts.tolist() and hist.total == len(durations)
+    assert hist.edges[0] == pytest.approx(durations.min()) and hist.edges[-1] == pytest.approx(durations.max())
+    assert_bars_show_counts(decode_png(png), hist.counts)
+
+
+def assert_bars_show_counts(pixels: np.ndarray, counts) -> None:
+    """Measure each bar in the image: its height in pixels is its count scaled to the tallest bar."""
+    is_bar = np.all(pixels == np.array(BAR_COLOR, dtype=np.uint8), axis=2)
+    for (x0, x1, _, _), count in zip(bar_rectangles_for(counts), counts):
+        measured = int(is_bar[:, (x0 + x1) // 2].sum())
+        assert measured == round(count / max(counts) * GEOMETRY.plot_height)
+
+
+def bar_rectangles_for(counts):
+    return bar_rectangles(Histogram("", tuple(range(len(counts) + 1)), tuple(counts)))
+
+
+def test_raw_card_loading_snippet_runs(raw_repo, work, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(work / "snippet_cache"))
+    (snippet,) = python_blocks((raw_repo / "README.md").read_text(encoding="utf-8"))
+    assert f'load_dataset("{REPO_ID}"' in snippet
+    exec(snippet.replace(REPO_ID, str(raw_repo)), {})  # noqa: S102 - the card's own snippet
+    assert re.search(r"\(\d+,(\s*\d*)\) \d+$", capsys.readouterr().out.strip())  # samples shape, rate
+
+
+def test_staging_twice_gives_identical_bytes(corpus, cache_dir, work):
+    """Re-running an interrupted upload rebuilds the same files, so huggingface_hub skips what is committed."""
+    content = raw_corpus_content(corpus, cache_dir=cache_dir, **SPLIT_SETTINGS)
+    first = stage_repository(content, work / "stage_a", max_shard_size="40KB")
+    second = stage_repository(content, work / "stage_b", max_shard_size="40KB")
+    assert first.files == second.files
+    for path in first.files:
+        assert (first.folder / path).read_bytes() == (second.folder / path).read_bytes(), path
+
+
+def test_to_dir_never_leaves_a_partial_or_replaces_foreign_folders(corpus, cache_dir, work, tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    base = ["--input_dir", str(corpus), "--cache_dir", cache_dir, *SPLIT_ARGUMENTS]
+    assert push_to_hub.main(base + ["--to_dir", str(foreign)]) == ExitCode.USAGE
+    assert push_to_hub.main(base + ["--to_dir", str(foreign), "--overwrite"]) == ExitCode.USAGE
+    assert "not written by this tool" in capsys.readouterr().err
+    assert [path.name for path in foreign.iterdir()] == ["notes.txt"]
+
+    copy = tmp_path / "corpus"
+    subprocess.run(["cp", "-r", str(corpus), str(copy)], check=True)
+    content = raw_corpus_content(copy, cache_dir=str(tmp_path / "cache"), **SPLIT_SETTINGS)
+    next(copy.rglob("*_speaker1.wav")).unlink()  # a file vanishes while the repository is written
+    target = tmp_path / "repo"
+    with pytest.raises(FileNotFoundError):
+        stage_repository(content, target)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["cache", "corpus", "foreign"]  # no partial left
+
+
+# --- prepared samples ----------------------------------------------------------------------------
+
+
+def test_prepared_round_trip_gives_the_same_samples(prepared_repo, prepared_dir, work):
+    source = datasets.load_from_disk(str(prepared_dir))
+    loaded = load_repo(prepared_repo, None, work)
+    assert list(loaded) == list(source)
+    for split in source:
+        assert loaded[split].features == source[split].features
+        assert loaded[split].to_list() == source[split].to_list()
+    data = card_of(prepared_repo).data
+    assert [entry["config_name"] for entry in data.configs] == ["default"]
+
+
+def test_prepared_card_shows_the_report_and_token_lengths(prepared_repo, prepared_dir, work):
+    report = json.loads((prepared_dir / "prepare_report.json").read_text())
+    text = (prepared_repo / "README.md").read_text(encoding="utf-8")
+    loaded = load_repo(prepared_repo, None, work)
+    tokens = np.concatenate([np.asarray(loaded[split]["num_tokens"]) for split in loaded])
+    assert table_count(text, "samples") == len(tokens) == report["counts"]["samples"]
+    assert f"`{report['arguments']['max_tokens']}`" in text and f"`{report['versions']['transformers']}`" in text
+    assert str(prepared_dir) not in text  # local paths are not published
+    for kind, count in Counter(problem["kind"] for problem in report["problems"]).items():
+        assert table_count(text, kind) == count
+
+    png = (prepared_repo / "figures" / "sample_tokens.png").read_bytes()
+    hist = read_histogram_png(png)
+    counts, _ = np.histogram(tokens, bins=len(hist.counts), range=(hist.edges[0], hist.edges[-1]))
+    assert list(hist.counts) == counts.tolist()
+    assert (hist.edges[0], hist.edges[-1]) == (tokens.min(), tokens.max())
+    assert_bars_show_counts(decode_png(png), hist.counts)
+    turn_hist = read_histogram_png((prepared_repo / "figures" / "turn_seconds.png").read_bytes())
+    assert turn_hist.total == len(tokens)
+
+
+def test_prepared_card_training_snippet_runs(prepared_repo, model_dir, work, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(work / "snippet_cache"))
+    (snippet,) = python_blocks((prepared_repo / "README.md").read_text(encoding="utf-8"))
+    assert f'from_pretrained("{model_dir}")' in snippet  # the model of the prepare run
+    exec(snippet.replace("<your-name>/<dataset-name>", str(prepared_repo)), {})  # noqa: S102
+    losses = re.findall(r"loss (\d+\.\d+)", capsys.readouterr().out)
+    assert len(losses) == 2 and all(np.isfinite(float(loss)) for loss in losses)
+
+
+# --- the upload path, up to the network boundary -------------------------------------------------
+
+
+class FakeHub:
+    """Just enough of the Hub's HTTP API for create_repo / upload_folder / upload_file / list_repo_tree."""
+
+    def __init__(self, *, token_valid=True, preupload_status=200, files=None, drop_on_commit=()):
+        self.token_valid, self.preupload_status, self.drop_on_commit = token_valid, preupload_status, drop_on_commit
+        self.files: dict[str, bytes] = dict(files or {})
+        self.exists = bool(files)
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def answer(self, method: str, path: str, body: bytes):
+        repo = "/api/datasets/me/corpus"
+        if path == "/api/whoami-v2":
+            if not self.token_valid:
+                return 401, {"error": "Invalid credentials in Authorization header"}, {}
+            return 200, {"name": "me", "auth": {"accessToken": {"role": "write"}}}, {}
+        if method == "POST" and path == "/api/validate-yaml":
+            return 200, {"errors": [], "warnings": []}, {}
+        if method == "POST" and path == "/api/repos/create":
+            self.exists = True
+            return 200, {"url": f"{self.url}/datasets/me/corpus"}, {}
+        if not self.exists and path.startswith(repo):
+            return 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
+        if method == "GET" and path in (repo, f"{repo}/revision/main"):
+            return 200, self.info(), {}
+        if method == "GET" and path.startswith(f"{repo}/tree/main"):
+            return (
+                200,
+                [
+                    {"type": "file", "path": p, "size": len(b), "oid": hashlib.sha1(b).hexdigest()}
+                    for p, b in sorted(self.files.items())
+                ],
+                {},
+            )
+        if method == "POST" and path == f"{repo}/preupload/main":
+            if self.preupload_status != 200:
+                return self.preupload_status, {"error": "You don't have the rights to write to this repository"}, {}
+            files = json.loads(body)["files"]
+            return (
+                200,
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+                {},
+            )
+        if method == "POST" and path == f"{repo}/commit/main":
+            self.commit(body)
+            return (
+                200,
+                {"commitUrl": f"{self.url}/datasets/me/corpus/commit/1", "commitOid": "1" * 40, "pullRequestUrl": None},
+                {},
+            )
+        return 404, {"error": f"not in the fake hub: {method} {path}"}, {}
+
+    def info(self) -> dict:
+        card = self.files.get("README.md", b"").decode()
+        card_data = yaml.safe_load(card.split("---")[1]) if card.startswith("---") else None
+        return {
+            "id": "me/corpus",
+            "sha": "1" * 40,
+            "private": False,
+            "cardData": card_data,
+            "siblings": [{"rfilename": path} for path in sorted(self.files)],
+        }
+
+    def commit(self, body: bytes) -> None:
+        for line in body.splitlines():
+            item = json.loads(line)
+            if item["key"] == "file" and item["value"]["path"] not in self.drop_on_commit:
+                self.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            elif item["key"] == "deletedFile":
+                self.files.pop(item["value"]["path"], None)
+
+    def _handler(self):
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def handle_request(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urlparse(self.path).path
+                hub.requests.append((self.command, path, body))
+                status, payload, headers = hub.answer(self.command, path, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for name, value in {
+                    "Content-Type": "application/json",
+                    "Content-Length": str(len(data)),
+                    **headers,
+                }.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = handle_request
+
+        return Handler
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    hubs = []
+
+    def start(**kwargs) -> FakeHub:
+        hub = FakeHub(**kwargs)
+        hubs.append(hub)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_fake_token")
+        return hub
+
+    yield start
+    for hub in hubs:
+        hub.close()
+
+
+def upload_arguments(corpus: Path, cache_dir: str, staging: Path, *extra: str, shard_size: str = "40KB") -> list[str]:
+    return [
+        "--input_dir",
+        str(corpus),
+        "--repo_id",
+        REPO_ID,
+        "--cache_dir",
+        cache_dir,
+        "--staging_dir",
+        str(staging),
+        "--max_shard_size",
+        shard_size,
+        *SPLIT_ARGUMENTS,
+        *extra,
+    ]
+
+
+def staged_folders(staging: Path) -> list[Path]:
+    return sorted(staging.glob("*/repository")) if staging.exists() else []
+
+
+def test_upload_goes_through_and_the_hub_holds_exactly_the_to_dir_repository(
+    fake_hub, corpus, cache_dir, raw_repo, tmp_path, capsys
+):
+    hub = fake_hub()
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, tmp_path / "staging", "--private")) == 0
+    expected = {path: (raw_repo / path).read_bytes() for path in inspect_repository(raw_repo).files}
+    assert hub.files == expected
+    create = next(json.loads(body) for method, path, body in hub.requests if path == "/api/repos/create")
+    assert create["visibility"] == "private" and create["type"] == "dataset"
+    paths = [path for _, path, _ in hub.requests]
+    assert paths.index("/api/validate-yaml") < paths.index("/api/datasets/me/corpus/preupload/main")  # card first
+    commits = [body for method, path, body in hub.requests if path.endswith("/commit/main")]
+    assert b"README.md" not in commits[0] and b'"path": "README.md"' in commits[-1]  # the card goes last
+    assert staged_folders(tmp_path / "staging") == []  # the staging folder is removed after success
+    assert f"to {hub.url}/datasets/me/corpus" in capsys.readouterr().out
+
+    # again with larger shards: the repository is updated and the shards of the first upload are gone
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, tmp_path / "staging", shard_size="1MB")) == 0
+    shards = [SHARD_NAME.match(path) for path in hub.files if path.startswith("data/")]
+    assert shards and all(match and match["count"] == "00001" for match in shards)
+    assert set(hub.files) - {match.string for match in shards} == {"README.md", "figures/turn_seconds.png"}
+
+
+def test_upload_reports_an_incomplete_upload(fake_hub, corpus, cache_dir, raw_repo, tmp_path, capsys):
+    lost = sorted(inspect_repository(raw_repo).files)[1]
+    fake_hub(drop_on_commit=(lost,))
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, tmp_path / "staging")) == ExitCode.REMOTE
+    error = capsys.readouterr().err
+    assert "incomplete" in error and lost in error and "--staged_dir" in error
+    (kept,) = staged_folders(tmp_path / "staging")
+    assert inspect_repository(kept).files == inspect_repository(raw_repo).files  # kept, complete, reusable
+
+
+def test_upload_permission_denied_after_complete_staging(fake_hub, corpus, cache_dir, raw_repo, tmp_path, capsys):
+    hub = fake_hub(preupload_status=403)
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, tmp_path / "staging")) == ExitCode.AUTH
+    assert "permission denied (403)" in capsys.readouterr().err
+    preupload = next(json.loads(body) for method, path, body in hub.requests if path.endswith("/preupload/main"))
+    data_and_figures = {path for path in inspect_repository(raw_repo).files if path != "README.md"}
+    assert {item["path"] for item in preupload["files"]} == data_and_figures  # the upload began with every file
+    assert hub.files == {}
+
+
+def test_upload_refuses_a_repository_with_another_layout(fake_hub, corpus, cache_dir, tmp_path, capsys):
+    other = {"README.md": b"---\nconfigs:\n- config_name: default\n  data_files: train.csv\n---\n", "train.csv": b"a\n"}
+    hub = fake_hub(files=other)
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, tmp_path / "staging")) == ExitCode.REMOTE
+    error = capsys.readouterr().err
+    assert "another layout" in error and "train.csv" in error and "--force" in error
+    assert hub.files == other and staged_folders(tmp_path / "staging") == []  # refused before any work
+
+
+def test_upload_with_a_rejected_token(fake_hub, corpus, tmp_path, capsys):
+    fake_hub(token_valid=False)
+    assert push_to_hub.main(upload_arguments(corpus, str(tmp_path / "cache"), tmp_path / "staging")) == ExitCode.AUTH
+    assert "rejected the token (401" in capsys.readouterr().err
+    assert staged_folders(tmp_path / "staging") == []
+
+
+def test_upload_without_a_token(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
+    assert push_to_hub.main(upload_arguments(corpus, str(tmp_path / "cache"), tmp_path / "staging")) == ExitCode.AUTH
+    assert "no Hugging Face token: set HF_TOKEN or run `hf auth login`" in capsys.readouterr().err
+    assert staged_folders(tmp_path / "staging") == []
+
+
+def test_upload_without_network_as_a_command(corpus, tmp_path):
+    with contextlib.closing(socket.socket()) as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{closed_port}", "HF_TOKEN": "hf_fake_token"}
+    arguments = upload_arguments(corpus, str(tmp_path / "cache"), tmp_path / "staging")
+    command = [sys.executable, str(ROOT / "scripts" / "push_to_hub.py"), *arguments]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == ExitCode.NETWORK, result.stderr
+    assert f"cannot reach the Hugging Face Hub at http://127.0.0.1:{closed_port}" in result.stderr
+    assert staged_folders(tmp_path / "staging") == []
