@@ -28,8 +28,22 @@ ALL_LANGUAGES = "all"
 _VERSION = datasets.Version("1.0.0")  # bump when the rows this builder writes change meaning
 
 
+class TurnFeatures(datasets.Features):
+    """The builder's features, encoding its rows without torchcodec.
+
+    `datasets.Audio.encode_example` imports torchcodec, which loads FFmpeg, even for a path it merely
+    stores. The builder's `audio` is always `{"path": ..., "bytes": None}`, already Arrow storage, so it is
+    stored as is and building the dataset needs no FFmpeg. Equal to (and saved as) plain `Features`.
+    """
+
+    def encode_example(self, example: dict) -> dict:
+        encoded = super().encode_example({**example, "audio": None})
+        encoded["audio"] = {"bytes": example["audio"].get("bytes"), "path": example["audio"].get("path")}
+        return encoded
+
+
 def turn_features(sampling_rate: int = DEFAULT_SAMPLING_RATE) -> datasets.Features:
-    return datasets.Features(
+    return TurnFeatures(
         {
             "conversation_id": datasets.Value("string"),
             "turn_index": datasets.Value("int32"),
