@@ -138,13 +138,17 @@ def kill_during_run(options, kill_after_seconds):
     return killed
 
 
-@pytest.mark.parametrize("moment", [0.05, 0.3, 0.55, 0.8])
+@pytest.mark.parametrize("moment", [0.05, 0.25, 0.45, 0.65])
 def test_resume_after_sigkill_gives_the_uninterrupted_output(reference, tmp_path, moment):
-    """SIGKILL at a share `moment` of an uninterrupted run's duration, then --resume."""
+    """SIGKILL at a share `moment` of an uninterrupted run's duration (earlier if the run beat it), then --resume."""
     reference_options, reference_report = reference
-    options = PrepareOptions(**{**reference_options.__dict__, "output_dir": str(tmp_path / "out"),
-                                "cache_dir": str(tmp_path / "cache")})
-    assert kill_during_run(options, moment * reference_report["elapsed_seconds"]), "the run ended before the kill"
+    for attempt in range(4):
+        options = PrepareOptions(**{**reference_options.__dict__, "output_dir": str(tmp_path / f"out{attempt}"),
+                                    "cache_dir": str(tmp_path / f"cache{attempt}")})
+        if kill_during_run(options, moment / 2**attempt * reference_report["elapsed_seconds"]):
+            break
+    else:
+        pytest.fail("every run ended before it could be killed")
     if (Path(options.output_dir) / ARGUMENTS_NAME).exists():
         with pytest.raises(PrepareError, match="--resume"):
             prepare(options)  # an interrupted output is never clobbered without --resume
