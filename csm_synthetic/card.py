@@ -28,7 +28,7 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
-from .splits import SPLITS
+from .splits import split_rank
 
 CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
@@ -405,11 +405,6 @@ def counts_table(label: str, groups: dict[tuple[str, str], GroupCounts], row_nam
         for (language, split), c in groups.items()
     ]
     return markdown_table([label, "split", "conversations", row_name, "speakers", "hours"], rows)
-
-
-def split_rank(split: str) -> tuple[int, str]:
-    """train, validation, test first, in that order; other splits after them by name."""
-    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
 
 
 def counts_by_kind(items: Sequence[dict], key: str) -> list[tuple[str, int]]:

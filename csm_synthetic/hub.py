@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import shutil
 import tempfile
@@ -64,10 +63,10 @@ from .card import (
     PreparedDescription,
     RawCorpusDescription,
     SplitFiles,
-    split_rank,
 )
 from .corpus import DEFAULT_MAX_TURN_SECONDS
-from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+from .environment import package_versions
+from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_rank
 
 logger = logging.getLogger(__name__)
 
@@ -137,18 +136,6 @@ def check_config_name(name: str, source: str) -> None:
         )
 
 
-def versions() -> dict:
-    from . import __version__
-
-    return {
-        "csm_synthetic": __version__,
-        "python": platform.python_version(),
-        "datasets": datasets.__version__,
-        "huggingface_hub": huggingface_hub.__version__,
-        "pyarrow": pyarrow.__version__,
-    }
-
-
 def raw_corpus_content(
     input_dir: str | os.PathLike,
     cache_dir: str | None = None,
@@ -193,7 +180,7 @@ def raw_corpus_content(
     configs += [ConfigContent(language, splits) for language, splits in language_splits.items()]
     description = RawCorpusDescription(
         settings=settings,
-        versions=versions(),
+        versions=package_versions(),
         problems=tuple(problems),
         dropped_conversations=dropped,
         skipped_languages=tuple(skipped),

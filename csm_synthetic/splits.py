@@ -40,3 +40,8 @@ def split_of(
     if position < test_fraction + validation_fraction:
         return "validation"
     return "train"
+
+
+def split_rank(split: str) -> tuple[int, str]:
+    """Sort key: train, validation, test first, in that order; other splits after them by name."""
+    return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)

@@ -13,15 +13,7 @@ import sys
 from pathlib import Path
 
 from csm_synthetic.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, but not the meaningless ones of flags and of options that are off by default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
+from csm_synthetic.environment import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  create_dummy_data.py --output_dir /tmp/demo --with_faults\n"
             "  create_dummy_data.py --output_dir /tmp/bench --hours 1"
         ),
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--output_dir", type=Path, required=True, help="corpus root to create")
     parser.add_argument("--languages", nargs="+", default=["en", "de", "fr"],

@@ -20,6 +20,7 @@ import logging
 import sys
 
 from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.environment import HelpFormatter
 from csm_synthetic.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
@@ -34,17 +35,8 @@ denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has ano
 """
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except the meaningless ones of flags and of options that are off by default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=_HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
     source = parser.add_argument_group("what to publish (one of)")
     source.add_argument("--input_dir", help="the raw corpus root (language folders inside), read through the builder")
     source.add_argument("--prepared_dir", help="an --output_dir of prepare_dataset_for_training.py")

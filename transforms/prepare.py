@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -23,6 +22,7 @@ import numpy as np
 from csm_synthetic.audio import resampled_length
 from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic
 from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS, Corpus
+from csm_synthetic.environment import package_versions
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_of
 
 from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
@@ -278,21 +278,6 @@ def distribution(values, unit: str) -> dict:
     }
 
 
-def versions() -> dict:
-    import torch
-    import transformers
-
-    from csm_synthetic import __version__
-
-    return {
-        "csm_synthetic": __version__,
-        "python": platform.python_version(),
-        "datasets": datasets.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-    }
-
-
 def build_report(options: PrepareOptions, corpus: Corpus, plan: Plan, splits: dict, seconds: float) -> dict:
     conversations_by_split: dict[str, int] = {}
     for conversation in corpus.conversations:
@@ -301,7 +286,7 @@ def build_report(options: PrepareOptions, corpus: Corpus, plan: Plan, splits: di
     turn_seconds = [turn.duration for conversation in corpus.conversations for turn in conversation.turns]
     return {
         "arguments": {**options.output_defining(), "output_dir": options.output_dir, "num_proc": options.num_proc},
-        "versions": versions(),
+        "versions": package_versions(),
         "counts": {
             "conversations": len(corpus.conversations),
             "turns": len(turn_seconds),
