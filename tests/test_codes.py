@@ -1,0 +1,309 @@
+"""Codes format: turns encoded once to Mimi codes, codec-free samples, and training from them.
+
+Real builder, real CsmProcessor, real datasets cache, a tiny real CSM whose own Mimi codec (saved with
+`save_pretrained`) plays `--codec_model_id`.
+"""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import CsmForConditionalGeneration, Trainer, TrainingArguments
+
+from csm_synthetic import load_turns
+from csm_synthetic.audio import load_audio
+from csm_synthetic.demo import create_demo_corpus
+from csm_synthetic.offline import build_tiny_model, save_offline_processor
+from transforms import ContextualSamples, group_conversations, load_processor, sample_features
+from transforms.codes import (
+    CodesSamples,
+    _pad_as_if_alone,
+    check_codec,
+    codes_sample_features,
+    encode_batch,
+    encode_one,
+    encode_turns,
+    load_codec,
+)
+from transforms.codes_training import (
+    ALL_AUDIO,
+    TARGET_AUDIO,
+    CodesCollator,
+    CsmForCodesTraining,
+    codes_model_inputs,
+)
+from transforms.collator import CsmDataCollator
+from transforms.csm import audio_token_count
+
+MAX_HISTORY = 2
+FRAME_SAMPLES = 1920  # Mimi: 24 kHz / 12.5 frames per second
+METADATA = ("conversation_id", "language", "turn_index", "speaker", "num_context_turns", "num_tokens", "audio_seconds")
+
+
+@pytest.fixture(scope="module")
+def processor_dir(tmp_path_factory):
+    return str(save_offline_processor(tmp_path_factory.mktemp("processor")))
+
+
+@pytest.fixture(scope="module")
+def processor(processor_dir):
+    return load_processor(processor_dir)
+
+
+@pytest.fixture(scope="module")
+def model(processor):
+    return build_tiny_model(processor)
+
+
+@pytest.fixture(scope="module")
+def codec_dir(model, tmp_path_factory):
+    """The tiny model's own codec as a `--codec_model_id` folder."""
+    folder = tmp_path_factory.mktemp("codec")
+    model.codec_model.save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def turns(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus") / "corpus"
+    create_demo_corpus(root, languages=("en",), conversations_per_language=2, turns=(4, 5), seconds=(0.3, 1.5))
+    cache = str(tmp_path_factory.mktemp("cache"))
+    return load_turns(root, cache_dir=cache, validation_fraction=0, test_fraction=0)["train"]
+
+
+@pytest.fixture(scope="module")
+def encoded(turns, codec_dir):
+    return encode_turns(turns, codec_dir, device="cpu", batch_size=3, turns_per_shard=5)
+
+
+def map_samples(conversations, transform, features):
+    return conversations.map(
+        transform, batched=True, batch_size=1, remove_columns=conversations.column_names, features=features
+    )
+
+
+@pytest.fixture(scope="module")
+def codes_samples(encoded, processor_dir):
+    transform = CodesSamples(model_id=processor_dir, max_history=MAX_HISTORY)
+    return map_samples(group_conversations(encoded), transform, codes_sample_features())
+
+
+@pytest.fixture(scope="module")
+def processor_samples(turns, processor_dir):
+    transform = ContextualSamples(model_id=processor_dir, max_history=MAX_HISTORY)
+    return map_samples(group_conversations(turns), transform, sample_features())
+
+
+def audio_refs(turns) -> list[dict]:
+    return turns.cast_column("audio", datasets.Audio(decode=False))["audio"]
+
+
+def codes_of(row) -> np.ndarray:
+    return np.concatenate([np.asarray(segment) for segment in row["audio_codes"]])
+
+
+# --- encoding ------------------------------------------------------------------------------------
+
+
+def test_batched_encoding_gives_each_audio_the_codes_it_gets_alone(codec_dir, turns, processor):
+    codec = load_codec(codec_dir, "cpu")
+    rng = np.random.default_rng(0)
+    odd_lengths = [FRAME_SAMPLES * 5, 700, 24_000 + 1]  # whole frames, less than a frame, one sample over
+    audios = [load_audio(audio["path"]) for audio in audio_refs(turns)]
+    audios += [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in odd_lengths]
+    assert any(len(audio) % FRAME_SAMPLES for audio in audios), "some audio must end in a partial frame"
+
+    batched = encode_batch(codec, audios)
+    for audio, codes in zip(audios, batched):
+        alone = encode_one(codec, audio)
+        assert codes.dtype == np.int16 and codes.shape == (audio_token_count(processor, len(audio)), 4)
+        np.testing.assert_array_equal(codes, alone)
+
+
+def test_plain_right_padding_would_change_the_last_frame_and_pad_as_if_alone_prevents_it(codec_dir):
+    """Why `encode_batch` needs `_pad_as_if_alone`: padding reaches the last frame of a partial-frame audio."""
+    codec = load_codec(codec_dir, "cpu")
+    rng = np.random.default_rng(1)
+    audios = [torch.from_numpy((0.1 * rng.standard_normal(n)).astype(np.float32)) for n in (24_000 + 1000, 72_000)]
+    padded = torch.nn.utils.rnn.pad_sequence(audios, batch_first=True)[:, None]
+    lengths = torch.tensor([len(audio) for audio in audios])
+    with torch.no_grad():
+        alone = codec.encoder(audios[0][None, None]).latents[0]  # (dim, frames)
+        plain = codec.encoder(padded).latents[0, :, : alone.shape[-1]]
+        with _pad_as_if_alone(codec, lengths):
+            fixed = codec.encoder(padded).latents[0, :, : alone.shape[-1]]
+    # equal up to float rounding (the batch computes in other shapes), except plain padding's last frame
+    assert torch.allclose(plain[:, :-1], alone[:, :-1], atol=1e-4)
+    assert not torch.allclose(plain[:, -1], alone[:, -1], atol=0.1)
+    assert torch.allclose(fixed, alone, atol=1e-4)
+
+
+def test_codes_equal_the_codes_the_models_forward_computes(model, processor, processor_samples, codes_samples):
+    collate = CsmDataCollator.for_processor(processor)
+    for processor_row, codes_row in zip(processor_samples, codes_samples):
+        batch = collate([processor_row])
+        with torch.no_grad():
+            merged = model._merge_input_ids_with_input_values(
+                batch["input_ids"], batch["input_values"], batch["input_values_cutoffs"], batch["labels"]
+            )
+        forward_codes = merged["labels"][batch["input_ids"] == model.config.audio_token_id]
+        np.testing.assert_array_equal(forward_codes.numpy(), codes_of(codes_row))
+
+
+def test_encoded_turns_carry_int16_codes_and_are_cached_whatever_the_device_or_batch_size(
+    encoded, turns, codec_dir, processor
+):
+    assert encoded.num_rows == turns.num_rows
+    assert encoded.features["audio_codes"].feature.feature.dtype == "int16"
+    audios = [load_audio(audio["path"]) for audio in audio_refs(turns)]
+    assert encoded["num_samples"] == [len(audio) for audio in audios]
+    for row, audio in zip(encoded.with_format("numpy"), audios):
+        assert row["audio_codes"].shape == (audio_token_count(processor, len(audio)), 4)
+    again = encode_turns(turns, codec_dir, device="auto", batch_size=2, turns_per_shard=5)
+    assert again.cache_files == encoded.cache_files  # served from the cache: not encoded twice
+
+
+def test_check_codec_refuses_a_codec_for_another_sampling_rate(codec_dir, processor):
+    codec = load_codec(codec_dir, "cpu")
+    check_codec(codec, processor, 24_000)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        check_codec(codec, processor, 16_000)
+
+
+# --- codes-format samples ------------------------------------------------------------------------
+
+
+def test_codes_samples_have_the_processor_formats_windows_metadata_and_tokens(
+    codes_samples, processor_samples, encoded
+):
+    assert codes_samples.num_rows == processor_samples.num_rows
+    assert set(codes_samples.column_names) == set(METADATA) | {"input_ids", "attention_mask", "audio_codes"}
+    turn_codes = {(row["conversation_id"], row["turn_index"]): row["audio_codes"] for row in encoded}
+    for codes_row, processor_row in zip(codes_samples, processor_samples):
+        for name in (*METADATA, "input_ids", "attention_mask"):
+            assert codes_row[name] == processor_row[name], name
+        segments = codes_row["audio_codes"]
+        assert len(segments) == codes_row["num_context_turns"] + 1
+        start = codes_row["turn_index"] - codes_row["num_context_turns"]
+        for offset, segment in enumerate(segments):
+            assert segment == turn_codes[(codes_row["conversation_id"], start + offset)]
+
+
+# --- training from codes -------------------------------------------------------------------------
+
+
+def codes_model_like(model) -> CsmForCodesTraining:
+    twin = CsmForCodesTraining(model.config)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+@pytest.mark.parametrize("positions", [[3], [0, 4]], ids=["one_row", "padded_batch"])
+def test_all_audio_loss_through_codes_equals_the_processor_paths(
+    model, processor, processor_samples, codes_samples, positions
+):
+    processor_batch = CsmDataCollator.for_processor(processor)([processor_samples[i] for i in positions])
+    collator = CodesCollator.for_model(model.config, pad_token_id=processor.tokenizer.pad_token_id, loss_on=ALL_AUDIO)
+    codes_batch = collator([codes_samples[i] for i in positions])
+    assert torch.equal(codes_batch["input_ids"], processor_batch["input_ids"])
+    with torch.no_grad():
+        expected = model(**processor_batch)
+        through_helper = model(**codes_model_inputs(model, codes_batch))
+        through_subclass = codes_model_like(model)(**codes_batch)
+    for name in ("loss", "backbone_loss", "depth_decoder_loss"):
+        for got in (through_helper, through_subclass):
+            assert getattr(got, name).item() == pytest.approx(getattr(expected, name).item(), abs=1e-5), name
+
+
+def test_target_only_labels_leave_context_audio_out_of_the_loss(model, processor, codes_samples):
+    row = next(row for row in codes_samples if row["num_context_turns"] >= 2)
+    config = model.config
+    options = dict(pad_token_id=processor.tokenizer.pad_token_id)
+    target = CodesCollator.for_model(config, loss_on=TARGET_AUDIO, **options)([row])
+    every = CodesCollator.for_model(config, loss_on=ALL_AUDIO, **options)([row])
+    input_ids = target["input_ids"][0]
+    audio = torch.nonzero(input_ids == config.audio_token_id).flatten()
+    eos = torch.nonzero(input_ids == config.audio_eos_token_id).flatten()
+    target_frames = len(row["audio_codes"][-1])
+    context_audio, target_audio = audio[:-target_frames], audio[-target_frames:]
+    labels = target["labels"][0]
+
+    assert labels[context_audio].eq(-100).all() and labels[eos[:-1]].eq(-100).all()
+    assert torch.equal(labels[target_audio], torch.tensor(row["audio_codes"][-1]))
+    assert labels[eos[-1]].eq(config.codebook_eos_token_id).all()
+    text = torch.ones_like(input_ids, dtype=torch.bool)
+    text[audio] = False
+    text[eos] = False
+    assert labels[text].eq(-100).all() and every["labels"][0][text].eq(-100).all()
+    # both modes embed the same inputs; only the labels differ: all-audio labels every frame
+    assert torch.equal(target["audio_codes"], every["audio_codes"])
+    assert torch.equal(every["labels"][0][audio], torch.from_numpy(codes_of(row)).long())
+    assert every["labels"][0][eos].eq(config.codebook_eos_token_id).all()
+
+
+def test_depth_decoder_labels_ratio_is_drawn_anew_for_each_batch(model, processor, codes_samples):
+    collator = CodesCollator.for_model(
+        model.config, pad_token_id=processor.tokenizer.pad_token_id, depth_decoder_labels_ratio=0.5
+    )
+    rows = [codes_samples[i] for i in range(3)]
+    first, second = collator(rows)["labels"], collator(rows)["labels"]
+    full = CodesCollator.for_model(model.config, pad_token_id=processor.tokenizer.pad_token_id)(rows)["labels"]
+    audio = collator(rows)["input_ids"] == model.config.audio_token_id
+    for labels in (first, second):
+        backbone_only = audio & labels[..., 1:].eq(-100).all(-1)
+        assert backbone_only.sum() == int(audio.sum() * 0.5)
+        assert torch.equal(labels[..., 0], full[..., 0])  # codebook 0 always keeps its label
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda segment: segment[:-1],  # a frame short of the <|AUDIO|> run
+        lambda segment: [frame[:-1] for frame in segment],  # a codebook short of the model's
+    ],
+    ids=["frames", "codebooks"],
+)
+def test_collator_names_the_row_whose_codes_do_not_fit_its_tokens_or_the_model(model, processor, codes_samples, damage):
+    row = dict(codes_samples[0])
+    row["audio_codes"] = [damage(segment) for segment in row["audio_codes"]]
+    collator = CodesCollator.for_model(model.config, pad_token_id=processor.tokenizer.pad_token_id)
+    with pytest.raises(ValueError, match=f"{row['conversation_id']} turn {row['turn_index']}"):
+        collator([row])
+
+
+def test_trainer_trains_from_codes_without_running_the_codec(model, processor, codes_samples, tmp_path):
+    codes_model = codes_model_like(model)
+
+    def refuse(*args):
+        raise AssertionError("the codec ran during training")
+
+    codes_model.codec_model.encoder.register_forward_pre_hook(refuse)
+    before = [parameter.detach().clone() for parameter in codes_model.backbone_model.parameters()]
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_train_batch_size=2,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+    )  # remove_unused_columns stays True: the Trainer keeps audio_codes, a forward argument
+    collator = CodesCollator.for_model(
+        model.config,
+        pad_token_id=processor.tokenizer.pad_token_id,
+        loss_on=TARGET_AUDIO,
+        depth_decoder_labels_ratio=0.5,
+    )
+    trainer = Trainer(model=codes_model, args=arguments, train_dataset=codes_samples, data_collator=collator)
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    after = list(codes_model.backbone_model.parameters())
+    assert any(not torch.equal(old, new) for old, new in zip(before, after))
+
+
+def test_a_codes_model_checkpoint_loads_back_as_a_plain_csm(model, tmp_path):
+    codes_model_like(model).save_pretrained(str(tmp_path / "checkpoint"))
+    loaded = CsmForConditionalGeneration.from_pretrained(str(tmp_path / "checkpoint"))
+    expected = model.state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in loaded.state_dict().items())
