@@ -223,3 +223,69 @@ def test_script_runs_from_the_command_line_with_the_original_flags(faulty_corpus
     resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert time.perf_counter() - started < 120
+
+
+def tampered_copy(output_dir, target, column, tamper):
+    """A copy of a prepared output whose first train row has `column` changed by `tamper`."""
+    loaded = datasets.load_from_disk(str(output_dir))
+
+    def change_first(row, index):
+        return {column: tamper(row[column])} if index == 0 else {}
+
+    loaded["train"] = loaded["train"].map(change_first, with_indices=True)
+    loaded.save_to_disk(str(target))
+    (Path(target) / REPORT_NAME).write_text((Path(output_dir) / REPORT_NAME).read_text())
+    return target
+
+
+@pytest.mark.parametrize(
+    "column, tamper, reason",
+    [
+        ("labels", lambda labels: [5] + list(labels[1:]), "labels on 1 non-audio positions"),
+        ("input_ids", lambda ids: list(ids) + [ids[-1]], "lengths differ"),
+        ("input_values_cutoffs", lambda cutoffs: [c - 1920 for c in cutoffs], "do not cut"),
+        ("num_context_turns", lambda n: n + 1, "context turns + the target"),
+    ],
+)
+def test_verify_finds_a_broken_row(reference, tmp_path, column, tamper, reason):
+    options, _ = reference
+    broken = tampered_copy(options.output_dir, tmp_path / "broken", column, tamper)
+    result = verify_output(broken)
+    assert not result.ok and result.error_count == 1
+    assert reason in result.errors[0] and "train: " in result.errors[0]
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+    from csm_synthetic.offline import build_tiny_codec
+
+    folder = tmp_path_factory.mktemp("codec")
+    build_tiny_codec().save_pretrained(folder)
+    return str(folder)
+
+
+def test_codes_format_has_the_processor_formats_tokens_and_verifies(reference, codec_dir, tmp_path):
+    options, report = reference
+    codes_options = PrepareOptions(**{**options.__dict__, "output_dir": str(tmp_path / "codes"),
+                                      "format": "codes", "codec_model_id": codec_dir})
+    codes_report = prepare(codes_options)
+    assert codes_report["counts"] == report["counts"] and codes_report["skipped"] == report["skipped"]
+    assert verify_output(codes_options.output_dir).ok
+    codes, processed = datasets.load_from_disk(codes_options.output_dir), datasets.load_from_disk(options.output_dir)
+    for split in processed:
+        kept = ["conversation_id", "turn_index", "num_context_turns", "num_tokens", "input_ids", "attention_mask"]
+        assert codes[split].select_columns(kept).data.table.equals(processed[split].select_columns(kept).data.table)
+        row = codes[split][0]
+        assert len(row["audio_codes"]) == row["num_context_turns"] + 1
+    codes_bytes = sum(f.stat().st_size for f in Path(codes_options.output_dir).rglob("*.arrow"))
+    processor_bytes = sum(f.stat().st_size for f in Path(options.output_dir).rglob("*.arrow"))
+    assert codes_bytes * 50 < processor_bytes
+
+
+def test_codes_format_refuses_an_unloadable_codec_before_any_work(reference, tmp_path):
+    options, _ = reference
+    bad = PrepareOptions(**{**options.__dict__, "output_dir": str(tmp_path / "out"), "format": "codes",
+                            "codec_model_id": str(tmp_path / "no_codec")})
+    with pytest.raises(PrepareError, match="no_codec"):
+        prepare(bad)
+    assert not (tmp_path / "out").exists()

@@ -12,8 +12,9 @@ from csm_synthetic.builder import ALL_LANGUAGES
 from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
+from .codes import DEFAULT_CODEC_MODEL_ID
 from .csm import DEFAULT_MODEL_ID
-from .prepare import REPORT_NAME, PrepareError, PrepareOptions
+from .prepare import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
 from .windows import DEFAULT_MAX_TOKENS
 
 
@@ -67,6 +68,21 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the -101 label draws (default 0)")
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default: the datasets default cache)")
+    codes = parser.add_argument_group("Mimi codes format (--format codes)")
+    codes.add_argument(
+        "--format",
+        choices=(PROCESSOR_FORMAT, CODES_FORMAT),
+        default=PROCESSOR_FORMAT,
+        help="processor: audio + labels as CsmProcessor makes them (default); codes: each turn's Mimi codes, "
+        "encoded once, for codec-free training",
+    )
+    codes.add_argument(
+        "--codec_model_id", default=DEFAULT_CODEC_MODEL_ID, help=f"MimiModel Hub id or folder (default {DEFAULT_CODEC_MODEL_ID})"
+    )
+    codes.add_argument("--device", default="auto", help="where the codec runs: auto (GPU when present), cpu, cuda")
+    codes.add_argument(
+        "--encode_batch_size", type=int, default=None, help="turns per codec call (default: 16 on GPU, 1 on CPU)"
+    )
 
 
 def options_from_arguments(arguments: argparse.Namespace) -> PrepareOptions:

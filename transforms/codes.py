@@ -36,7 +36,7 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
 from .csm import DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
-from .samples import sample_features
+from .samples import list_array, offsets_array, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 DEFAULT_CODEC_MODEL_ID = "kyutai/mimi"  # the codec of sesame/csm-1b
@@ -386,21 +386,10 @@ def codes_table(rows: dict[str, list]) -> pa.Table:
         if field.name == "audio_codes":
             arrays.append(_segments_list_array(values))
         elif pa.types.is_list(field.type):
-            arrays.append(_list_array(values, field.type.value_type.to_pandas_dtype()))
+            arrays.append(list_array(values, field.type.value_type.to_pandas_dtype()))
         else:
             arrays.append(pa.array(values, type=field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _offsets(lengths: Sequence[int]) -> pa.Array:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
-    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
-    return pa.array(offsets)
-
-
-def _list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
-    values = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
-    return pa.ListArray.from_arrays(_offsets([len(array) for array in arrays]), pa.array(values))
 
 
 def _segments_list_array(samples: list[list[np.ndarray]]) -> pa.ListArray:
@@ -411,7 +400,7 @@ def _segments_list_array(samples: list[list[np.ndarray]]) -> pa.ListArray:
         raise ValueError(f"audio_codes of one table must all have {num_codebooks} codebooks")
     values = np.concatenate([segment.reshape(-1) for segment in segments]) if segments else np.zeros(0, np.int16)
     frames = pa.ListArray.from_arrays(
-        _offsets([num_codebooks] * sum(len(segment) for segment in segments)), pa.array(values.astype(np.int16))
+        offsets_array([num_codebooks] * sum(len(segment) for segment in segments)), pa.array(values.astype(np.int16))
     )
-    by_segment = pa.ListArray.from_arrays(_offsets([len(segment) for segment in segments]), frames)
-    return pa.ListArray.from_arrays(_offsets([len(sample) for sample in samples]), by_segment)
+    by_segment = pa.ListArray.from_arrays(offsets_array([len(segment) for segment in segments]), frames)
+    return pa.ListArray.from_arrays(offsets_array([len(sample) for sample in samples]), by_segment)

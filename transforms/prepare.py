@@ -25,6 +25,15 @@ from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS, Corpus
 from csm_synthetic.environment import package_versions
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_of
 
+from .codes import (
+    DEFAULT_CODEC_MODEL_ID,
+    CodesSamples,
+    check_codec,
+    codes_sample_features,
+    encode_turns,
+    load_codec,
+    resolve_device,
+)
 from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
 from .samples import ContextualSamples, group_conversations, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Skip, Window, plan_windows
@@ -35,6 +44,7 @@ logger = logging.getLogger(__name__)
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
+PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
 
 
 class PrepareError(Exception):
@@ -56,18 +66,29 @@ class PrepareOptions:
     test_fraction: float = DEFAULT_TEST_FRACTION
     max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
     seed: int = 0
+    format: str = PROCESSOR_FORMAT
+    codec_model_id: str = DEFAULT_CODEC_MODEL_ID  # codes format only
     # how, not what: may differ on --resume
     num_proc: int | None = None
     cache_dir: str | None = None
+    device: str = "auto"  # codes format: where the codec runs
+    encode_batch_size: int | None = None  # codes format: turns per codec call (None: 16 on GPU, 1 on CPU)
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same)."""
-        how = {"output_dir", "num_proc", "cache_dir"}
+        how = {"output_dir", "num_proc", "cache_dir", "device", "encode_batch_size"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in how}
         values["input_dir"] = str(Path(self.input_dir).resolve())
         return values
 
-    def transform(self) -> ContextualSamples:
+    def transform(self) -> ContextualSamples | CodesSamples:
+        if self.format == CODES_FORMAT:
+            return CodesSamples(
+                model_id=self.model_id,
+                max_history=self.max_history,
+                max_tokens=self.max_tokens,
+                sampling_rate=self.target_sampling_rate,
+            )
         return ContextualSamples(
             model_id=self.model_id,
             max_history=self.max_history,
@@ -76,6 +97,14 @@ class PrepareOptions:
             sampling_rate=self.target_sampling_rate,
             seed=self.seed,
         )
+
+    def features(self) -> datasets.Features:
+        return codes_sample_features() if self.format == CODES_FORMAT else sample_features()
+
+    def codec_batch_size(self) -> int:
+        if self.encode_batch_size is not None:
+            return self.encode_batch_size
+        return 16 if resolve_device(self.device) == "cuda" else 1  # batching does not pay on a CPU
 
 
 @dataclass
@@ -100,6 +129,15 @@ def check_options(options: PrepareOptions) -> None:
         raise PrepareError(f"--max_tokens must be at least 1 (got {options.max_tokens})")
     if not 0.0 <= options.depth_decoder_labels_ratio <= 1.0:
         raise PrepareError(f"--depth_decoder_labels_ratio must be in [0, 1] (got {options.depth_decoder_labels_ratio})")
+    if options.format not in (PROCESSOR_FORMAT, CODES_FORMAT):
+        raise PrepareError(f"--format must be {PROCESSOR_FORMAT!r} or {CODES_FORMAT!r} (got {options.format!r})")
+    if options.format == CODES_FORMAT and options.depth_decoder_labels_ratio != 1.0:
+        raise PrepareError(
+            "--depth_decoder_labels_ratio is drawn per batch by the codes collator, not stored: leave it at 1.0 "
+            "with --format codes"
+        )
+    if options.encode_batch_size is not None and options.encode_batch_size < 1:
+        raise PrepareError(f"--encode_batch_size must be at least 1 (got {options.encode_batch_size})")
     if not Path(options.input_dir).is_dir():
         raise PrepareError(f"--input_dir {options.input_dir!r} does not exist or is not a folder")
 
@@ -150,6 +188,15 @@ def load_checked_processor(model_id: str):
     try:
         return load_processor(model_id)
     except RuntimeError as error:
+        raise PrepareError(str(error)) from error
+
+
+def check_codec_loads(options: PrepareOptions, processor) -> None:
+    """Codes format: the codec must load and agree with the processor on frames per audio length."""
+    try:
+        codec = load_codec(options.codec_model_id, resolve_device(options.device))
+        check_codec(codec, processor, options.target_sampling_rate)
+    except (RuntimeError, ValueError) as error:
         raise PrepareError(str(error)) from error
 
 
@@ -219,7 +266,7 @@ def prepare_split(
             batched=True,
             batch_size=1,
             remove_columns=shard.column_names,
-            features=sample_features(),
+            features=options.features(),
             writer_batch_size=WRITER_BATCH_SIZE,
             num_proc=options.num_proc if options.num_proc and options.num_proc > 1 and len(rows) > 1 else None,
             desc=f"{split}: shard {number}/{len(ranges)}",
@@ -236,6 +283,8 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     started = time.perf_counter()
     check_options(options)
     processor = load_checked_processor(options.model_id)
+    if options.format == CODES_FORMAT:
+        check_codec_loads(options, processor)
     builder = make_builder(options)
     corpus = builder.corpus
     if not corpus.conversations:
@@ -251,6 +300,15 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     turns = builder.as_dataset()
     splits = {}
     for split, split_turns in turns.items():
+        if options.format == CODES_FORMAT:
+            split_turns = encode_turns(
+                split_turns,
+                options.codec_model_id,
+                options.device,
+                options.codec_batch_size(),
+                options.target_sampling_rate,
+                desc=f"{split}: encoding turns",
+            )
         conversations = group_conversations(split_turns)
         splits[split] = prepare_split(conversations, split, options, plan)
     publish_dataset_dict(splits, output_dir)

@@ -114,12 +114,17 @@ def _label_seed(seed: int, conversation_id: str, turn_index: int) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def _list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
-    lengths = np.fromiter((len(array) for array in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
+def offsets_array(lengths) -> pa.Array:
+    """Arrow list offsets (int32) for consecutive items of these lengths."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=offsets[1:])
+    return pa.array(offsets)
+
+
+def list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
+    """One Arrow list per numpy array, values copied once into a single buffer (never via Python lists)."""
     values = np.concatenate(arrays).astype(dtype, copy=False) if arrays else np.zeros(0, dtype=dtype)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pa.ListArray.from_arrays(offsets_array([len(array) for array in arrays]), pa.array(values))
 
 
 @dataclass(frozen=True)
@@ -199,7 +204,7 @@ class ContextualSamples:
         for field in schema:
             values = rows[field.name]
             if pa.types.is_list(field.type):
-                arrays.append(_list_array(values, field.type.value_type.to_pandas_dtype()))
+                arrays.append(list_array(values, field.type.value_type.to_pandas_dtype()))
             else:
                 arrays.append(pa.array(values, type=field.type))
         return pa.Table.from_arrays(arrays, schema=schema)

@@ -2,8 +2,8 @@
 
 Per row: the token columns have one length, equal to `num_tokens` and within `max_tokens`; the audio is
 cut into as many segments as there are `<|AUDIO|>` runs, each run as long as the processor's rule says for
-its segment; labels sit only on audio positions; the sample holds at most `max_history + 1` turns.
-Reads audio lengths from Arrow offsets, never the audio itself.
+its segment (codes format: as the segment's frames of codes); labels sit only on audio positions; the
+sample holds at most `max_history + 1` turns. Reads lengths from Arrow offsets, never the audio itself.
 """
 
 from __future__ import annotations
@@ -56,38 +56,47 @@ def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), (ends - starts).tolist()))
 
 
-def check_row(row: dict, audio_length: int, rules: Rules) -> list[str]:
-    """Everything wrong with one sample (empty when it is sound)."""
+def check_tokens(row: dict, segment_frames: list[int], rules: Rules) -> list[str]:
+    """Checks of both formats: lengths, budget, one `<|AUDIO|>` run of the right length per audio segment."""
     problems = []
-    ids, mask, labels = row["input_ids"], row["attention_mask"], row["labels"]
-    cutoffs = np.asarray(row["input_values_cutoffs"])
-    if not len(ids) == len(mask) == len(labels) == row["num_tokens"]:
-        problems.append(
-            f"lengths differ: input_ids {len(ids)}, attention_mask {len(mask)}, labels {len(labels)}, "
-            f"num_tokens {row['num_tokens']}"
-        )
-        return problems
+    ids, mask = row["input_ids"], row["attention_mask"]
+    lengths = {name: len(row[name]) for name in ("input_ids", "attention_mask", "labels") if name in row}
+    if set(lengths.values()) != {row["num_tokens"]}:
+        return ["lengths differ: " + ", ".join(f"{name} {length}" for name, length in lengths.items())
+                + f", num_tokens {row['num_tokens']}"]
     if len(ids) > rules.max_tokens:
         problems.append(f"{len(ids)} tokens, more than max_tokens {rules.max_tokens}")
     if not np.all(mask == 1):
         problems.append("attention_mask is not all ones (samples are stored unpadded)")
-    if len(cutoffs) == 0 or np.any(np.diff(np.r_[0, cutoffs]) <= 0) or cutoffs[-1] != audio_length:
-        problems.append(f"input_values_cutoffs {cutoffs.tolist()} do not cut {audio_length} audio samples")
-        return problems
-    segment_lengths = np.diff(np.r_[0, cutoffs])
     runs = runs_of(ids == rules.audio_token_id)
-    eos_positions = np.flatnonzero(ids == rules.audio_eos_token_id)
-    if len(runs) != len(segment_lengths) or len(eos_positions) != len(segment_lengths):
+    eos_positions = set(np.flatnonzero(ids == rules.audio_eos_token_id).tolist())
+    if len(runs) != len(segment_frames) or len(eos_positions) != len(segment_frames):
         problems.append(
-            f"{len(segment_lengths)} audio segments but {len(runs)} <|AUDIO|> runs and {len(eos_positions)} <|audio_eos|>"
+            f"{len(segment_frames)} audio segments but {len(runs)} <|AUDIO|> runs and {len(eos_positions)} <|audio_eos|>"
         )
         return problems
-    for number, ((start, length), samples) in enumerate(zip(runs, segment_lengths)):
-        expected = rules.frames_for_samples(int(samples))
+    for number, ((start, length), expected) in enumerate(zip(runs, segment_frames)):
         if length != expected:
-            problems.append(f"audio segment {number}: {length} <|AUDIO|> tokens for {samples} samples, expected {expected}")
-        if start + length not in set(eos_positions.tolist()):
+            problems.append(f"audio segment {number}: {length} <|AUDIO|> tokens, expected {expected}")
+        if start + length not in eos_positions:
             problems.append(f"audio segment {number}: its <|AUDIO|> run is not followed by <|audio_eos|>")
+    if len(segment_frames) != row["num_context_turns"] + 1:
+        problems.append(f"{len(segment_frames)} audio segments for {row['num_context_turns']} context turns + the target")
+    if rules.max_history is not None and row["num_context_turns"] > rules.max_history:
+        problems.append(f"{row['num_context_turns']} context turns, more than max_history {rules.max_history}")
+    return problems
+
+
+def check_processor_row(row: dict, audio_length: int, rules: Rules) -> list[str]:
+    """Everything wrong with one processor-format sample (empty when it is sound)."""
+    ids, labels = row["input_ids"], row["labels"]
+    cutoffs = np.asarray(row["input_values_cutoffs"])
+    if len(cutoffs) == 0 or np.any(np.diff(np.r_[0, cutoffs]) <= 0) or cutoffs[-1] != audio_length:
+        return [f"input_values_cutoffs {cutoffs.tolist()} do not cut {audio_length} audio samples"]
+    frames = [rules.frames_for_samples(int(samples)) for samples in np.diff(np.r_[0, cutoffs])]
+    problems = check_tokens(row, frames, rules)
+    if problems and problems[0].startswith("lengths differ"):
+        return problems
     audio_positions = (ids == rules.audio_token_id) | (ids == rules.audio_eos_token_id)
     labelled = labels != IGNORE_INDEX
     if np.any(labelled & ~audio_positions):
@@ -95,11 +104,14 @@ def check_row(row: dict, audio_length: int, rules: Rules) -> list[str]:
     valid = (labels == ids) | ((labels == BACKBONE_ONLY_LABEL) & (ids == rules.audio_token_id))
     if np.any(audio_positions & ~valid):
         problems.append("audio positions whose label is neither the token id nor -101")
-    turns = len(segment_lengths)
-    if turns != row["num_context_turns"] + 1:
-        problems.append(f"{turns} audio segments for {row['num_context_turns']} context turns + the target")
-    if rules.max_history is not None and row["num_context_turns"] > rules.max_history:
-        problems.append(f"{row['num_context_turns']} context turns, more than max_history {rules.max_history}")
+    return problems
+
+
+def check_codes_row(row: dict, segment_frames: list[int], codebooks: set[int], rules: Rules) -> list[str]:
+    """Everything wrong with one codes-format sample: its codes have one frame per `<|AUDIO|>` token."""
+    problems = check_tokens(row, segment_frames, rules)
+    if len(codebooks) > 1:
+        problems.append(f"audio_codes frames with different numbers of codebooks: {sorted(codebooks)}")
     return problems
 
 
@@ -120,19 +132,45 @@ def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, di
     return rules, report
 
 
-SMALL_COLUMNS = ("conversation_id", "turn_index", "num_tokens", "num_context_turns", "input_ids", "attention_mask", "labels", "input_values_cutoffs")
+TOKEN_COLUMNS = ("conversation_id", "turn_index", "num_tokens", "num_context_turns", "input_ids", "attention_mask")
+PROCESSOR_COLUMNS = (*TOKEN_COLUMNS, "labels", "input_values_cutoffs")
 
 
 def verify_split(dataset: datasets.Dataset, split: str, rules: Rules, result: Verification) -> None:
+    codes_format = "audio_codes" in dataset.column_names
     result.rows[split] = 0
     for batch in dataset.data.to_batches(max_chunksize=ROWS_PER_BATCH):
-        audio_lengths = batch.column("input_values").value_lengths().to_numpy()
-        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in SMALL_COLUMNS}
-        for position in range(batch.num_rows):
+        names = TOKEN_COLUMNS if codes_format else PROCESSOR_COLUMNS
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in names}
+        per_row = codes_checks(batch, rules) if codes_format else processor_checks(batch, rules)
+        for position, check in enumerate(per_row):
             row = {name: values[position] for name, values in columns.items()}
-            for problem in check_row(row, int(audio_lengths[position]), rules):
+            for problem in check(row):
                 result.fail(f"{split}: {row['conversation_id']} turn {row['turn_index']}: {problem}")
         result.rows[split] += batch.num_rows
+
+
+def processor_checks(batch, rules: Rules):
+    """One check per row; audio lengths come from Arrow offsets, the audio itself is never read."""
+    audio_lengths = batch.column("input_values").value_lengths().to_numpy()
+    return [lambda row, length=int(length): check_processor_row(row, length, rules) for length in audio_lengths]
+
+
+def codes_checks(batch, rules: Rules):
+    """One check per row, with each segment's frame count and the codebook counts from Arrow offsets."""
+    samples = batch.column("audio_codes")
+    segments = samples.flatten()
+    frames_per_segment = segments.value_lengths().to_numpy()
+    codebooks_per_frame = segments.flatten().value_lengths().to_numpy()
+    segment_offsets = samples.offsets.to_numpy()
+    frame_offsets = segments.offsets.to_numpy()
+    checks = []
+    for row in range(len(samples)):
+        first, last = segment_offsets[row] - segment_offsets[0], segment_offsets[row + 1] - segment_offsets[0]
+        frames = frames_per_segment[first:last].tolist()
+        codebooks = set(codebooks_per_frame[frame_offsets[first] - frame_offsets[0] : frame_offsets[last] - frame_offsets[0]].tolist())
+        checks.append(lambda row_values, frames=frames, codebooks=codebooks: check_codes_row(row_values, frames, codebooks, rules))
+    return checks
 
 
 def verify_output(output_dir: str | Path, model_id: str | None = None) -> Verification:
