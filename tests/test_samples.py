@@ -110,14 +110,19 @@ def test_transform_hashes_stably_so_datasets_caches_the_map(conversations, sampl
 
 
 def test_depth_decoder_labels_ratio_draws_minus_101_reproducibly(conversations, processor_dir):
-    def labels(seed):
-        transform = ContextualSamples(model_id=processor_dir, max_history=1, depth_decoder_labels_ratio=0.5, seed=seed)
-        return [np.asarray(row) for row in map_samples(conversations.select([0]), transform)["labels"]]
+    processor = load_processor(processor_dir)
 
-    first, second, other_seed = labels(0), labels(0), labels(1)
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
-    assert any(np.any(row == -101) for row in first)
-    assert not all(np.array_equal(a, b) for a, b in zip(first, other_seed))
+    def rows(seed):
+        transform = ContextualSamples(model_id=processor_dir, max_history=1, depth_decoder_labels_ratio=0.5, seed=seed)
+        return map_samples(conversations.select([0]), transform).with_format("numpy")
+
+    first, second, other_seed = rows(0), rows(0), rows(1)
+    for row in first:
+        frames = row["input_ids"] == processor.audio_token_id
+        assert np.sum(row["labels"] == -101) == int(np.sum(frames) * 0.5)  # the processor's count
+        assert np.all(frames[row["labels"] == -101])  # only on audio frames
+    assert all(np.array_equal(a, b) for a, b in zip(first["labels"], second["labels"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(first["labels"], other_seed["labels"]))
 
 
 def test_a_small_budget_drops_oldest_context_and_skips_turns_that_cannot_fit(conversations, processor_dir):
@@ -180,6 +185,7 @@ def test_collator_pads_like_the_processor_batch(samples, processor_dir):
 def test_trainer_takes_prepared_samples_with_the_collator(samples, processor_dir, tmp_path):
     processor = load_processor(processor_dir)
     model = build_tiny_model(processor)
+    model.accepts_loss_kwargs = False  # else the Trainer's num_items_in_batch rescales the depth decoder loss
     arguments = TrainingArguments(
         output_dir=str(tmp_path / "run"),
         max_steps=2,

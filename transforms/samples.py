@@ -148,25 +148,33 @@ class ContextualSamples:
         return self.to_table(rows)
 
     def conversation_samples(self, conversation: dict):
-        """Yield one sample (a dict of numpy arrays and scalars) per turn that fits the token budget."""
+        """Yield one sample (a dict of numpy arrays and scalars) per turn that fits the token budget.
+
+        The processor encodes each turn once, as a one-message conversation; a sample is its turns'
+        encodings one after the other. That is what the processor makes of the whole window: the chat
+        template renders messages independently, each starts with a special token (tokens do not merge
+        across messages), and its feature extractor passes mono 24 kHz audio through unchanged. The tests
+        compare samples with the processor's encoding of the whole window.
+        """
         processor = load_processor(self.model_id)
         conversation_id = conversation["conversation_id"]
         audios = [self.read_audio(conversation_id, index, audio) for index, audio in enumerate(conversation["audio"])]
         speakers = conversation["speaker"]
         rendered = render_messages(processor, speakers, conversation["text"])
         token_counts = message_token_counts(processor, rendered, [len(audio) for audio in audios])
+        encoded_turns = [self.encode_turn(processor, text, audio) for text, audio in zip(rendered, audios)]
         for window in plan_windows(token_counts, self.max_history, self.max_tokens):
             if not isinstance(window, Window):
                 continue
-            turns = slice(window.start, window.target + 1)
-            encoded = self.encode(
-                processor, "".join(rendered[turns]), audios[turns], _label_seed(self.seed, conversation_id, window.target)
-            )
-            if len(encoded["input_ids"]) != window.num_tokens:
+            turns = encoded_turns[window.start : window.target + 1]
+            sample = {name: np.concatenate([turn[name] for turn in turns]) for name in TOKEN_COLUMNS}
+            if len(sample["input_ids"]) != window.num_tokens:
                 raise RuntimeError(
-                    f"{conversation_id} turn {window.target}: the processor made {len(encoded['input_ids'])} "
+                    f"{conversation_id} turn {window.target}: the processor made {len(sample['input_ids'])} "
                     f"tokens where the token budget rule counted {window.num_tokens}"
                 )
+            self.draw_backbone_only_frames(sample, processor.audio_token_id, conversation_id, window.target)
+            segments = [turn["input_values"] for turn in turns]
             yield {
                 "conversation_id": conversation_id,
                 "language": conversation["language"],
@@ -174,8 +182,10 @@ class ContextualSamples:
                 "speaker": speakers[window.target],
                 "num_context_turns": window.num_context_turns,
                 "num_tokens": window.num_tokens,
-                "audio_seconds": len(encoded["input_values"]) / self.sampling_rate,
-                **encoded,
+                "audio_seconds": sum(len(segment) for segment in segments) / self.sampling_rate,
+                **sample,
+                "input_values": segments,  # joined once, straight into the Arrow buffer, by to_table
+                "input_values_cutoffs": np.cumsum([len(segment) for segment in segments]),
             }
 
     def read_audio(self, conversation_id: str, turn: int, audio: dict) -> np.ndarray:
@@ -184,18 +194,20 @@ class ContextualSamples:
         except Exception as error:  # soundfile raises several types for one cause: unreadable audio
             raise ValueError(f"{conversation_id} turn {turn}: cannot read audio {audio.get('path')!r}: {error}") from error
 
-    def encode(self, processor, text: str, audios: list[np.ndarray], label_seed: int) -> dict[str, np.ndarray]:
-        """The processor's output for one sample, flattened to 1-D numpy arrays."""
-        with torch.random.fork_rng(devices=[], enabled=self.depth_decoder_labels_ratio < 1.0):
-            if self.depth_decoder_labels_ratio < 1.0:  # only then does the processor draw random -101 labels
-                torch.manual_seed(label_seed)
-            encoded = processor(
-                text=text,
-                audio=audios,
-                output_labels=True,
-                depth_decoder_labels_ratio=self.depth_decoder_labels_ratio,
-            )
-        return {name: encoded[name].reshape(-1).numpy() for name in (*TOKEN_COLUMNS, "input_values", "input_values_cutoffs")}
+    @staticmethod
+    def encode_turn(processor, text: str, audio: np.ndarray) -> dict[str, np.ndarray]:
+        """The processor's output (labels on every audio frame) for one rendered turn, as 1-D arrays."""
+        encoded = processor(text=text, audio=[audio], output_labels=True)
+        return {name: encoded[name].reshape(-1).numpy() for name in (*TOKEN_COLUMNS, "input_values")}
+
+    def draw_backbone_only_frames(self, sample: dict, audio_token_id: int, conversation_id: str, target: int) -> None:
+        """`CsmProcessor`'s -101 rule over the whole sample: `int(n * (1 - ratio))` of its `n` audio frames,
+        drawn with a generator seeded by (seed, conversation, turn) so that reruns give the same rows."""
+        frames = np.flatnonzero(sample["input_ids"] == audio_token_id)
+        count = int(len(frames) * (1 - self.depth_decoder_labels_ratio))
+        if count:
+            generator = torch.Generator().manual_seed(_label_seed(self.seed, conversation_id, target))
+            sample["labels"][frames[torch.randperm(len(frames), generator=generator)[:count].numpy()]] = -101
 
     @staticmethod
     def to_table(rows: dict[str, list]) -> pa.Table:
@@ -203,7 +215,12 @@ class ContextualSamples:
         arrays = []
         for field in schema:
             values = rows[field.name]
-            if pa.types.is_list(field.type):
+            if field.name == "input_values":  # each row a list of segments: join them all in one copy
+                lengths = [sum(len(segment) for segment in row) for row in values]
+                joined = [segment for row in values for segment in row]
+                flat = np.concatenate(joined) if joined else np.zeros(0, dtype=np.float32)
+                arrays.append(pa.ListArray.from_arrays(offsets_array(lengths), pa.array(flat)))
+            elif pa.types.is_list(field.type):
                 arrays.append(list_array(values, field.type.value_type.to_pandas_dtype()))
             else:
                 arrays.append(pa.array(values, type=field.type))
