@@ -39,7 +39,6 @@ from pathlib import Path
 
 import datasets
 import huggingface_hub
-import pyarrow
 from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from datasets.utils.py_utils import convert_file_size_to_int

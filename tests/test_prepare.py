@@ -171,6 +171,16 @@ def test_resume_with_different_arguments_is_refused(reference, tmp_path):
     assert json.loads((Path(copy.output_dir) / REPORT_NAME).read_text())["arguments"]["max_history"] == 4
 
 
+def test_overwrite_never_deletes_a_folder_this_tool_did_not_write(reference, tmp_path):
+    options, _ = reference
+    foreign = tmp_path / "my_thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    with pytest.raises(PrepareError, match="did not write"):
+        prepare(PrepareOptions(**{**options.__dict__, "output_dir": str(foreign)}), overwrite=True)
+    assert (foreign / "chapter1.tex").read_text() == "precious"
+
+
 def test_script_refuses_an_existing_output_without_resume_or_overwrite(reference, capsys):
     options, _ = reference
     before = sorted(p.name for p in Path(options.output_dir).iterdir())

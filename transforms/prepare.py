@@ -9,11 +9,9 @@ the sample data is written to disk once.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import datasets
@@ -38,8 +36,6 @@ from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_
 from .samples import ContextualSamples, group_conversations, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Skip, Window, plan_windows
 from .writer import publish_dataset_dict
-
-logger = logging.getLogger(__name__)
 
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match
@@ -158,6 +154,11 @@ def check_output_dir(options: PrepareOptions, resume: bool, overwrite: bool) -> 
     if exists and resume:
         check_resume_arguments(options)
     if exists and overwrite:
+        if not (output_dir / ARGUMENTS_NAME).is_file():
+            raise PrepareError(
+                f"--output_dir {str(output_dir)!r} holds data this tool did not write ({ARGUMENTS_NAME} missing): "
+                "--overwrite only replaces an earlier output; choose an empty or new folder"
+            )
         shutil.rmtree(output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -366,8 +367,3 @@ def build_report(options: PrepareOptions, corpus: Corpus, plan: Plan, splits: di
         "problems": [problem.to_dict() for problem in corpus.problems],
         "skipped": plan.skipped,
     }
-
-
-def disk_bytes(path: str | os.PathLike) -> int:
-    """Bytes of the Arrow files under `path`."""
-    return sum(file.stat().st_size for file in Path(path).rglob("*.arrow"))
