@@ -14,7 +14,6 @@ import datasets
 import pytest
 
 from csm_synthetic.demo import create_demo_corpus
-from csm_synthetic.offline import save_offline_processor
 from transforms.prepare import ARGUMENTS_NAME, REPORT_NAME, PrepareError, PrepareOptions, prepare
 from transforms.verify import verify_output
 
@@ -30,8 +29,8 @@ def load_script(path: Path):
 
 
 @pytest.fixture(scope="module")
-def processor_dir(tmp_path_factory):
-    return str(save_offline_processor(tmp_path_factory.mktemp("processor")))
+def processor_dir(offline_processor_dir):
+    return str(offline_processor_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from transformers import Trainer, TrainingArguments
 from csm_synthetic import load_turns, read_corpus
 from csm_synthetic.audio import load_audio
 from csm_synthetic.demo import create_demo_corpus
-from csm_synthetic.offline import build_tiny_model, save_offline_processor
+from csm_synthetic.offline import build_tiny_model
 from transforms import ContextualSamples, group_conversations, load_processor, sample_features
 from transforms.collator import CsmDataCollator
 
@@ -20,8 +20,8 @@ MAX_HISTORY = 2
 
 
 @pytest.fixture(scope="module")
-def processor_dir(tmp_path_factory):
-    return str(save_offline_processor(tmp_path_factory.mktemp("processor")))
+def processor_dir(offline_processor_dir):
+    return str(offline_processor_dir)
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
 from .csm import DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
-from .samples import list_array, offsets_array, sample_features
+from .samples import collect_samples, list_array, offsets_array, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 DEFAULT_CODEC_MODEL_ID = "kyutai/mimi"  # the codec of sesame/csm-1b
@@ -304,13 +304,7 @@ class CodesSamples:
     sampling_rate: int = DEFAULT_SAMPLING_RATE
 
     def __call__(self, batch: dict[str, list]) -> pa.Table:
-        rows: dict[str, list] = {name: [] for name in codes_sample_features()}
-        for position in range(len(batch["conversation_id"])):
-            conversation = {name: values[position] for name, values in batch.items()}
-            for sample in self.conversation_samples(conversation):
-                for name, value in sample.items():
-                    rows[name].append(value)
-        return codes_table(rows)
+        return codes_table(collect_samples(batch, self.conversation_samples, codes_sample_features()))
 
     def conversation_samples(self, conversation: dict) -> Iterator[dict]:
         """Yield one sample (a dict of numpy arrays and scalars) per turn that fits the token budget."""

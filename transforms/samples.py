@@ -127,6 +127,17 @@ def list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets_array([len(array) for array in arrays]), pa.array(values))
 
 
+def collect_samples(batch: dict[str, list], conversation_samples, columns) -> dict[str, list]:
+    """Column lists of every sample that `conversation_samples` yields for the conversations of `batch`."""
+    rows: dict[str, list] = {name: [] for name in columns}
+    for position in range(len(batch["conversation_id"])):
+        conversation = {name: values[position] for name, values in batch.items()}
+        for sample in conversation_samples(conversation):
+            for name, value in sample.items():
+                rows[name].append(value)
+    return rows
+
+
 @dataclass(frozen=True)
 class ContextualSamples:
     """`.map` transform over `group_conversations` rows (batched): one CSM training sample per turn."""
@@ -139,13 +150,7 @@ class ContextualSamples:
     seed: int = 0  # fixes the -101 draws of depth_decoder_labels_ratio < 1, so reruns give the same rows
 
     def __call__(self, batch: dict[str, list]) -> pa.Table:
-        rows: dict[str, list] = {name: [] for name in sample_features()}
-        for position in range(len(batch["conversation_id"])):
-            conversation = {name: values[position] for name, values in batch.items()}
-            for sample in self.conversation_samples(conversation):
-                for name, value in sample.items():
-                    rows[name].append(value)
-        return self.to_table(rows)
+        return self.to_table(collect_samples(batch, self.conversation_samples, sample_features()))
 
     def conversation_samples(self, conversation: dict):
         """Yield one sample (a dict of numpy arrays and scalars) per turn that fits the token budget.
