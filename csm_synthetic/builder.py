@@ -21,10 +21,9 @@ from pathlib import Path
 import datasets
 
 from .audio import DEFAULT_SAMPLING_RATE
-from .corpus import DEFAULT_MAX_TURN_SECONDS, Conversation, Corpus, find_language_dirs, read_corpus
+from .corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS, Conversation, Corpus, find_language_dirs, read_corpus
 from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SPLITS, check_fractions, split_of
 
-ALL_LANGUAGES = "all"
 _VERSION = datasets.Version("1.0.0")  # bump when the rows this builder writes change meaning
 
 

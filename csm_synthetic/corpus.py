@@ -26,6 +26,7 @@ SCRIPT_NAME = "vibevoice-podcast-script.txt"
 SEGMENTS_DIR = "segments"
 AUDIO_SUFFIXES = (".wav", ".flac")
 DEFAULT_MAX_TURN_SECONDS = 60.0
+ALL_LANGUAGES = "all"  # the config / selection of every language folder
 
 # "[2]: Danke, schön hier zu sein."
 _SCRIPT_LINE = re.compile(r"^\[(\d+)\]:(.*)$")

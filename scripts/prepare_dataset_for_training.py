@@ -13,7 +13,6 @@ import argparse
 import sys
 
 from transforms.cli import add_prepare_arguments, options_from_arguments, print_summary, run_cli
-from transforms.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     add_prepare_arguments(parser)
     arguments = parser.parse_args(argv)
     options = options_from_arguments(arguments)
-    return run_cli(lambda: print_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite)))
+
+    def work() -> None:
+        from transforms.prepare import prepare  # heavy (transformers, datasets): after the arguments are parsed
+
+        print_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite))
+
+    return run_cli(work)
 
 
 if __name__ == "__main__":

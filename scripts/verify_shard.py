@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms.verify import verify_output
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="the folder prepare_dataset_for_training.py wrote")
     parser.add_argument("--model_id", default=None, help="processor to check against (default: the one in the report)")
     arguments = parser.parse_args(argv)
+    from transforms.verify import verify_output  # heavy (datasets, transformers): after the arguments are parsed
+
     try:
         result = verify_output(arguments.output_dir, arguments.model_id)
     except (FileNotFoundError, RuntimeError) as error:

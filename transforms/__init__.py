@@ -1,24 +1,31 @@
-"""Turn the corpus builder's turn rows into contextual CSM training samples."""
+"""Turn the corpus builder's turn rows into contextual CSM training samples.
 
-from .codes import CodesSamples, codes_sample_features, encode_turns
-from .collator import CsmDataCollator
-from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts
-from .samples import ContextualSamples, group_conversations, sample_features
-from .windows import DEFAULT_MAX_TOKENS, Skip, Window, plan_windows
+Names are imported lazily: the command-line shells parse their arguments (and answer --help) without
+paying for transformers.
+"""
 
-__all__ = [
-    "CodesSamples",
-    "CsmDataCollator",
-    "codes_sample_features",
-    "encode_turns",
-    "DEFAULT_MAX_TOKENS",
-    "DEFAULT_MODEL_ID",
-    "ContextualSamples",
-    "Skip",
-    "Window",
-    "group_conversations",
-    "load_processor",
-    "message_token_counts",
-    "plan_windows",
-    "sample_features",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "CodesSamples": "codes",
+    "codes_sample_features": "codes",
+    "encode_turns": "codes",
+    "CsmDataCollator": "collator",
+    "DEFAULT_MODEL_ID": "csm",
+    "load_processor": "csm",
+    "message_token_counts": "csm",
+    "ContextualSamples": "samples",
+    "group_conversations": "samples",
+    "sample_features": "samples",
+    "DEFAULT_MAX_TOKENS": "windows",
+    "Skip": "windows",
+    "Window": "windows",
+    "plan_windows": "windows",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'transforms' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

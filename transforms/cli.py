@@ -8,13 +8,11 @@ import os
 import sys
 from typing import Callable
 
-from csm_synthetic.builder import ALL_LANGUAGES
-from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
-from .codes import DEFAULT_CODEC_MODEL_ID
-from .csm import DEFAULT_MODEL_ID
-from .prepare import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
+from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
+from .options import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
 from .windows import DEFAULT_MAX_TOKENS
 
 

@@ -35,11 +35,10 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
-from .csm import DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
+from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
 from .samples import collect_samples, list_array, offsets_array, sample_features
 from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
-DEFAULT_CODEC_MODEL_ID = "kyutai/mimi"  # the codec of sesame/csm-1b
 DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
 DEFAULT_TURNS_PER_SHARD = 2000  # turns per cached `.map` (a few hours of audio): a killed run resumes from these
 SORT_WINDOW = 8  # codec batches per map batch; turns are sorted by length inside it so that batches pad little

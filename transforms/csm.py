@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-from transformers import AutoProcessor, CsmProcessor
+
+if TYPE_CHECKING:
+    from transformers import CsmProcessor
 
 DEFAULT_MODEL_ID = "unsloth/csm-1b"
+DEFAULT_CODEC_MODEL_ID = "kyutai/mimi"  # the Mimi codec inside csm-1b
 _AUDIO_PLACEHOLDER = "placeholder.wav"  # rendered, never loaded (tokenize=False)
 
 
 @lru_cache(maxsize=4)
 def load_processor(model_id: str = DEFAULT_MODEL_ID) -> CsmProcessor:
     """The CSM processor of a Hub id or local folder, loaded once per process."""
+    from transformers import AutoProcessor, CsmProcessor  # a heavy import: only when a processor is needed
+
     try:
         processor = AutoProcessor.from_pretrained(model_id)
     except Exception as error:  # transformers raises OSError, ValueError, HF errors... for the same cause

@@ -11,20 +11,19 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 
 from csm_synthetic.audio import resampled_length
-from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic
-from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS, Corpus
+from csm_synthetic.builder import CsmSynthetic
+from csm_synthetic.corpus import Corpus
 from csm_synthetic.environment import package_versions
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_of
+from csm_synthetic.splits import split_of
 
 from .codes import (
-    DEFAULT_CODEC_MODEL_ID,
     CodesSamples,
     check_codec,
     codes_sample_features,
@@ -32,75 +31,41 @@ from .codes import (
     load_codec,
     resolve_device,
 )
-from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
+from .csm import load_processor, message_token_counts, render_messages
 from .samples import ContextualSamples, group_conversations, sample_features
-from .windows import DEFAULT_MAX_TOKENS, Skip, Window, plan_windows
+from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
+from .windows import Skip, Window, plan_windows
 from .writer import publish_dataset_dict
 
-REPORT_NAME = "prepare_report.json"
-ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
-PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
 
 
-class PrepareError(Exception):
-    """Bad input or arguments, detected before any work is done (or on resume)."""
-
-
-@dataclass(frozen=True)
-class PrepareOptions:
-    input_dir: str
-    output_dir: str
-    batch_size: int = 100  # conversations per shard
-    max_history: int | None = None
-    target_sampling_rate: int = 24000
-    model_id: str = DEFAULT_MODEL_ID
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    language: str = ALL_LANGUAGES
-    depth_decoder_labels_ratio: float = 1.0
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    test_fraction: float = DEFAULT_TEST_FRACTION
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
-    seed: int = 0
-    format: str = PROCESSOR_FORMAT
-    codec_model_id: str = DEFAULT_CODEC_MODEL_ID  # codes format only
-    # how, not what: may differ on --resume
-    num_proc: int | None = None
-    cache_dir: str | None = None
-    device: str = "auto"  # codes format: where the codec runs
-    encode_batch_size: int | None = None  # codes format: turns per codec call (None: 16 on GPU, 1 on CPU)
-
-    def output_defining(self) -> dict:
-        """The arguments that determine the output's rows (a resume must use the same)."""
-        how = {"output_dir", "num_proc", "cache_dir", "device", "encode_batch_size"}
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in how}
-        values["input_dir"] = str(Path(self.input_dir).resolve())
-        return values
-
-    def transform(self) -> ContextualSamples | CodesSamples:
-        if self.format == CODES_FORMAT:
-            return CodesSamples(
-                model_id=self.model_id,
-                max_history=self.max_history,
-                max_tokens=self.max_tokens,
-                sampling_rate=self.target_sampling_rate,
-            )
-        return ContextualSamples(
-            model_id=self.model_id,
-            max_history=self.max_history,
-            max_tokens=self.max_tokens,
-            depth_decoder_labels_ratio=self.depth_decoder_labels_ratio,
-            sampling_rate=self.target_sampling_rate,
-            seed=self.seed,
+def sample_transform(options: PrepareOptions) -> ContextualSamples | CodesSamples:
+    if options.format == CODES_FORMAT:
+        return CodesSamples(
+            model_id=options.model_id,
+            max_history=options.max_history,
+            max_tokens=options.max_tokens,
+            sampling_rate=options.target_sampling_rate,
         )
+    return ContextualSamples(
+        model_id=options.model_id,
+        max_history=options.max_history,
+        max_tokens=options.max_tokens,
+        depth_decoder_labels_ratio=options.depth_decoder_labels_ratio,
+        sampling_rate=options.target_sampling_rate,
+        seed=options.seed,
+    )
 
-    def features(self) -> datasets.Features:
-        return codes_sample_features() if self.format == CODES_FORMAT else sample_features()
 
-    def codec_batch_size(self) -> int:
-        if self.encode_batch_size is not None:
-            return self.encode_batch_size
-        return 16 if resolve_device(self.device) == "cuda" else 1  # batching does not pay on a CPU
+def output_features(options: PrepareOptions) -> datasets.Features:
+    return codes_sample_features() if options.format == CODES_FORMAT else sample_features()
+
+
+def codec_batch_size(options: PrepareOptions) -> int:
+    if options.encode_batch_size is not None:
+        return options.encode_batch_size
+    return 16 if resolve_device(options.device) == "cuda" else 1  # batching does not pay on a CPU
 
 
 @dataclass
@@ -257,7 +222,7 @@ def prepare_split(
     conversations: datasets.Dataset, split: str, options: PrepareOptions, plan: Plan
 ) -> datasets.Dataset:
     """Map each shard of `batch_size` conversations (cached per shard) and return them concatenated."""
-    transform = options.transform()
+    transform = sample_transform(options)
     shards = []
     ranges = shard_ranges(len(conversations), options.batch_size)
     for number, rows in enumerate(ranges, start=1):
@@ -267,7 +232,7 @@ def prepare_split(
             batched=True,
             batch_size=1,
             remove_columns=shard.column_names,
-            features=options.features(),
+            features=output_features(options),
             writer_batch_size=WRITER_BATCH_SIZE,
             num_proc=options.num_proc if options.num_proc and options.num_proc > 1 and len(rows) > 1 else None,
             desc=f"{split}: shard {number}/{len(ranges)}",
@@ -306,7 +271,7 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
                 split_turns,
                 options.codec_model_id,
                 options.device,
-                options.codec_batch_size(),
+                codec_batch_size(options),
                 options.target_sampling_rate,
                 desc=f"{split}: encoding turns",
             )

@@ -17,7 +17,7 @@ import numpy as np
 
 from .collator import IGNORE_INDEX
 from .csm import audio_token_count, load_processor
-from .prepare import REPORT_NAME
+from .options import REPORT_NAME
 
 BACKBONE_ONLY_LABEL = -101
 ROWS_PER_BATCH = 256
