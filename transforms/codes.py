@@ -36,7 +36,14 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
 from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
-from .samples import collect_samples, list_array, offsets_array, sample_features
+from .samples import (
+    check_token_count,
+    collect_samples,
+    list_array,
+    offsets_array,
+    sample_features,
+    window_metadata,
+)
 from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
@@ -320,19 +327,9 @@ class CodesSamples:
                 continue
             turns = range(window.start, window.target + 1)
             input_ids = np.concatenate([messages[turn][0] for turn in turns])
-            if len(input_ids) != window.num_tokens:
-                raise RuntimeError(
-                    f"{conversation_id} turn {window.target}: the processor made {len(input_ids)} "
-                    f"tokens where the token budget rule counted {window.num_tokens}"
-                )
+            check_token_count(conversation_id, window, len(input_ids))
             yield {
-                "conversation_id": conversation_id,
-                "language": conversation["language"],
-                "turn_index": conversation["turn_index"][window.target],
-                "speaker": speakers[window.target],
-                "num_context_turns": window.num_context_turns,
-                "num_tokens": window.num_tokens,
-                "audio_seconds": sum(num_samples[turn] for turn in turns) / self.sampling_rate,
+                **window_metadata(conversation, window, sum(num_samples[turn] for turn in turns), self.sampling_rate),
                 "input_ids": input_ids,
                 "attention_mask": np.concatenate([messages[turn][1] for turn in turns]),
                 "audio_codes": [codes[turn] for turn in turns],

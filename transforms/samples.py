@@ -127,6 +127,28 @@ def list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
     return pa.ListArray.from_arrays(offsets_array([len(array) for array in arrays]), pa.array(values))
 
 
+def check_token_count(conversation_id: str, window: Window, made: int) -> None:
+    """The processor must make exactly the tokens the budget rule counted (else windows are wrong)."""
+    if made != window.num_tokens:
+        raise RuntimeError(
+            f"{conversation_id} turn {window.target}: the processor made {made} tokens where the token budget "
+            f"rule counted {window.num_tokens}"
+        )
+
+
+def window_metadata(conversation: dict, window: Window, audio_samples: int, sampling_rate: int) -> dict:
+    """The columns every sample format shares, for the sample of `window`."""
+    return {
+        "conversation_id": conversation["conversation_id"],
+        "language": conversation["language"],
+        "turn_index": conversation["turn_index"][window.target],
+        "speaker": conversation["speaker"][window.target],
+        "num_context_turns": window.num_context_turns,
+        "num_tokens": window.num_tokens,
+        "audio_seconds": audio_samples / sampling_rate,  # all audio of the sample, context included
+    }
+
+
 def collect_samples(batch: dict[str, list], conversation_samples, columns) -> dict[str, list]:
     """Column lists of every sample that `conversation_samples` yields for the conversations of `batch`."""
     rows: dict[str, list] = {name: [] for name in columns}
@@ -173,21 +195,11 @@ class ContextualSamples:
                 continue
             turns = encoded_turns[window.start : window.target + 1]
             sample = {name: np.concatenate([turn[name] for turn in turns]) for name in TOKEN_COLUMNS}
-            if len(sample["input_ids"]) != window.num_tokens:
-                raise RuntimeError(
-                    f"{conversation_id} turn {window.target}: the processor made {len(sample['input_ids'])} "
-                    f"tokens where the token budget rule counted {window.num_tokens}"
-                )
+            check_token_count(conversation_id, window, len(sample["input_ids"]))
             self.draw_backbone_only_frames(sample, processor.audio_token_id, conversation_id, window.target)
             segments = [turn["input_values"] for turn in turns]
             yield {
-                "conversation_id": conversation_id,
-                "language": conversation["language"],
-                "turn_index": conversation["turn_index"][window.target],
-                "speaker": speakers[window.target],
-                "num_context_turns": window.num_context_turns,
-                "num_tokens": window.num_tokens,
-                "audio_seconds": sum(len(segment) for segment in segments) / self.sampling_rate,
+                **window_metadata(conversation, window, sum(len(segment) for segment in segments), self.sampling_rate),
                 **sample,
                 "input_values": segments,  # joined once, straight into the Arrow buffer, by to_table
                 "input_values_cutoffs": np.cumsum([len(segment) for segment in segments]),
