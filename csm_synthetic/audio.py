@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as taf
 
 DEFAULT_SAMPLING_RATE = 24000  # CSM's Mimi codec
 
@@ -23,6 +21,9 @@ def load_audio(source: str | bytes, target_rate: int = DEFAULT_SAMPLING_RATE) ->
 def resample(samples: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     if rate == target_rate:
         return samples
+    import torch  # only when a file is not at the target rate: torch is a heavy import
+    import torchaudio.functional as taf
+
     resampled = taf.resample(torch.from_numpy(samples), rate, target_rate)
     return resampled.numpy().astype(np.float32, copy=False)
 

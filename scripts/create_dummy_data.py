@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from csm_synthetic.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
-from csm_synthetic.environment import HelpFormatter
+from csm_synthetic.cli import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:

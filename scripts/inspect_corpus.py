@@ -14,21 +14,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.cli import add_corpus_arguments
 from csm_synthetic.inspect import format_summary, inspect_corpus, write_summary
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input_dir", required=True, help="the corpus root (language folders inside)")
     parser.add_argument("--json", default=None, help="also write the whole summary, with every problem, to this file")
-    parser.add_argument("--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION,
-                        help=f"share of conversations in validation (default {DEFAULT_VALIDATION_FRACTION})")
-    parser.add_argument("--test_fraction", type=float, default=DEFAULT_TEST_FRACTION,
-                        help=f"share of conversations in test (default {DEFAULT_TEST_FRACTION})")
-    parser.add_argument("--max_turn_seconds", type=float, default=DEFAULT_MAX_TURN_SECONDS,
-                        help=f"a turn longer than this is a fault (default {DEFAULT_MAX_TURN_SECONDS:g})")
+    add_corpus_arguments(parser, sampling_rate=False)
     return parser
 
 

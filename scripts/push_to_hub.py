@@ -19,10 +19,8 @@ import argparse
 import logging
 import sys
 
-from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
-from csm_synthetic.environment import HelpFormatter
+from csm_synthetic.cli import HelpFormatter, add_corpus_arguments
 from csm_synthetic.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
 EPILOG = f"""\
 examples:
@@ -61,17 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--staging_dir", help="where an upload builds its repository folder (default: the system temp)")
     raw = parser.add_argument_group("reading the raw corpus (--input_dir)")
     raw.add_argument("--cache_dir", help="datasets cache for the corpus builder (default: the datasets default)")
-    raw.add_argument("--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION)
-    raw.add_argument("--test_fraction", type=float, default=DEFAULT_TEST_FRACTION)
-    raw.add_argument(
-        "--max_turn_seconds", type=float, default=DEFAULT_MAX_TURN_SECONDS, help="a turn longer than this is a fault"
-    )
-    raw.add_argument(
-        "--target_sampling_rate",
-        type=int,
-        default=24000,
-        help="rate the audio feature decodes to (the files keep their own)",
-    )
+    add_corpus_arguments(raw)
     return parser
 
 

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Callable
 
-from csm_synthetic.corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+from csm_synthetic.cli import add_corpus_arguments
+from csm_synthetic.corpus import ALL_LANGUAGES
 
 from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from .options import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
@@ -38,7 +38,6 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--resume", action="store_true", help="finish an interrupted run into the same --output_dir")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output_dir")
-    parser.add_argument("--target_sampling_rate", type=int, default=24000, help="audio rate of the samples (default 24000, Mimi's)")
     parser.add_argument("--model_id", default=DEFAULT_MODEL_ID, help=f"CSM processor: Hub id or local folder (default {DEFAULT_MODEL_ID})")
     parser.add_argument(
         "--max_tokens",
@@ -56,14 +55,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="share of audio frames that train the depth decoder too; the rest get label -101 (default 1.0)",
     )
-    parser.add_argument("--validation_fraction", type=float, default=DEFAULT_VALIDATION_FRACTION)
-    parser.add_argument("--test_fraction", type=float, default=DEFAULT_TEST_FRACTION)
-    parser.add_argument(
-        "--max_turn_seconds",
-        type=float,
-        default=DEFAULT_MAX_TURN_SECONDS,
-        help=f"a turn longer than this is a fault (default {DEFAULT_MAX_TURN_SECONDS:g})",
-    )
+    add_corpus_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the -101 label draws (default 0)")
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default: the datasets default cache)")
     codes = parser.add_argument_group("Mimi codes format (--format codes)")
