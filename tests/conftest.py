@@ -152,6 +152,12 @@ def offline_processor_dir(tmp_path_factory) -> Path:
     return save_offline_processor(tmp_path_factory.mktemp("offline_processor"))
 
 
+@pytest.fixture(scope="session")
+def processor_dir(offline_processor_dir) -> str:
+    """The offline processor's folder as a `model_id` string."""
+    return str(offline_processor_dir)
+
+
 def demo_conversation(demo, conversation_id: str):
     return next(c for c in demo.conversations if c.conversation_id == conversation_id)
 

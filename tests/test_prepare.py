@@ -29,11 +29,6 @@ def load_script(path: Path):
 
 
 @pytest.fixture(scope="module")
-def processor_dir(offline_processor_dir):
-    return str(offline_processor_dir)
-
-
-@pytest.fixture(scope="module")
 def faulty_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("faulty") / "corpus"
     return create_demo_corpus(root, languages=("en", "de"), conversations_per_language=3, turns=(4, 7),

@@ -20,11 +20,6 @@ MAX_HISTORY = 2
 
 
 @pytest.fixture(scope="module")
-def processor_dir(offline_processor_dir):
-    return str(offline_processor_dir)
-
-
-@pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus") / "corpus"
     create_demo_corpus(root, languages=("en", "de"), conversations_per_language=2, turns=(4, 6), seconds=(0.5, 1.5))

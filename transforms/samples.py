@@ -90,7 +90,7 @@ def _group_turn_table(table: pa.Table) -> pa.Table:
     return pa.table(columns)
 
 
-def group_conversations(turns: datasets.Dataset, num_proc: int | None = None) -> datasets.Dataset:
+def group_conversations(turns: datasets.Dataset) -> datasets.Dataset:
     """The builder's turn rows as one row per conversation, audio left encoded (paths or bytes)."""
     turns = turns.cast_column("audio", datasets.Audio(decode=False))
     return turns.with_format("arrow").map(
