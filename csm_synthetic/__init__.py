@@ -1,6 +1,6 @@
 """csm-synthetic: a synthetic conversational speech corpus as a `datasets` builder and CSM training data.
 
-Names are imported lazily, so `csm_synthetic.demo` or the corpus reader do not pay for importing
+Names are imported lazily, so `csm_synthetic.testing.demo` or the corpus reader do not pay for importing
 datasets and torch.
 """
 

@@ -25,12 +25,12 @@ import torch
 from transformers import CsmConfig, CsmDepthDecoderConfig, MimiConfig
 
 from csm_synthetic import load_turns
-from csm_synthetic.demo import create_benchmark_corpus
-from csm_synthetic.offline import AUDIO_EOS_TOKEN, AUDIO_TOKEN, _randomize_codebooks, save_offline_processor
+from csm_synthetic.testing.demo import create_benchmark_corpus
+from transforms.testing.offline import AUDIO_EOS_TOKEN, AUDIO_TOKEN, _randomize_codebooks, save_offline_processor
 from transforms import ContextualSamples, group_conversations, load_processor, sample_features
 from transforms.codes import CodesSamples, codes_sample_features, encode_turns
-from transforms.codes_training import TARGET_AUDIO, CodesCollator, CsmForCodesTraining
-from transforms.collator import CsmDataCollator
+from transforms.training.codes_training import TARGET_AUDIO, CodesCollator, CsmForCodesTraining
+from transforms.training.collator import CsmDataCollator
 
 WARMUP_STEPS = 2  # the first CPU steps pay for memory allocation: several times slower
 

@@ -23,8 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from csm_synthetic.demo import create_benchmark_corpus
-from csm_synthetic.offline import save_offline_processor
+from csm_synthetic.testing.demo import create_benchmark_corpus
+from transforms.testing.offline import save_offline_processor
 
 SCRIPT = Path(__file__).with_name("prepare_dataset_for_training.py")
 
@@ -118,7 +118,7 @@ def measure_scale(scale: int, work: Path, processor: Path, args: argparse.Namesp
 
 def time_split(work: Path, processor: Path, args: argparse.Namespace) -> dict:
     """Single-process profile of the 1x run: seconds in reading, the processor and writing."""
-    from transforms.prepare import PrepareOptions, prepare
+    from transforms.pipeline.prepare import PrepareOptions, prepare
 
     ensure_corpus(work / "corpus_1x", args.hours)
     output, cache = work / "prepared_profile", work / "cache_profile"

@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from csm_synthetic.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
+from csm_synthetic.testing.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
 from csm_synthetic.cli import HelpFormatter
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from csm_synthetic.offline import AUDIO_EOS_TOKEN, AUDIO_TOKEN, BOS_TOKEN, EOS_TOKEN, save_offline_processor
+from transforms.testing.offline import AUDIO_EOS_TOKEN, AUDIO_TOKEN, BOS_TOKEN, EOS_TOKEN, save_offline_processor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms.cli import add_prepare_arguments, options_from_arguments, print_summary, run_cli
+from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments, print_summary, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     options = options_from_arguments(arguments)
 
     def work() -> None:
-        from transforms.prepare import prepare  # heavy (transformers, datasets): after the arguments are parsed
+        from transforms.pipeline.prepare import prepare  # heavy (transformers, datasets): after the arguments are parsed
 
         print_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite))
 

@@ -20,7 +20,7 @@ import logging
 import sys
 
 from csm_synthetic.cli import HelpFormatter, add_corpus_arguments
-from csm_synthetic.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
+from transforms.export.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
 
 EPILOG = f"""\
 examples:

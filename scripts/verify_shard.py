@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output_dir", required=True, help="the folder prepare_dataset_for_training.py wrote")
     parser.add_argument("--model_id", default=None, help="processor to check against (default: the one in the report)")
     arguments = parser.parse_args(argv)
-    from transforms.verify import verify_output  # heavy (datasets, transformers): after the arguments are parsed
+    from transforms.pipeline.verify import verify_output  # heavy (datasets, transformers): after the arguments are parsed
 
     try:
         result = verify_output(arguments.output_dir, arguments.model_id)

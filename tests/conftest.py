@@ -18,7 +18,7 @@ import soundfile as sf
 
 from csm_synthetic.builder import load_turns
 from csm_synthetic.corpus import ProblemKind, read_corpus
-from csm_synthetic.demo import FAULTY_CATEGORY, LEFTOVER_FILES, SCRIPT_NAME, create_demo_corpus
+from csm_synthetic.testing.demo import FAULTY_CATEGORY, LEFTOVER_FILES, SCRIPT_NAME, create_demo_corpus
 
 SHORT_SECONDS = (0.2, 0.6)  # turn lengths of the demo corpus; keeps generation fast
 
@@ -147,7 +147,7 @@ def demo_rows(demo_dataset):
 @pytest.fixture(scope="session")
 def offline_processor_dir(tmp_path_factory) -> Path:
     """A saved offline `CsmProcessor` (loads with `from_pretrained`, no network)."""
-    from csm_synthetic.offline import save_offline_processor  # transformers: import only when asked for
+    from transforms.testing.offline import save_offline_processor  # transformers: import only when asked for
 
     return save_offline_processor(tmp_path_factory.mktemp("offline_processor"))
 

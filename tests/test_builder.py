@@ -24,7 +24,7 @@ from conftest import (
 )
 from csm_synthetic.audio import resampled_length
 from csm_synthetic.builder import CsmSynthetic, available_configs, corpus_fingerprint, load_turns
-from csm_synthetic.demo import create_benchmark_corpus
+from csm_synthetic.testing.demo import create_benchmark_corpus
 from csm_synthetic import splits
 from csm_synthetic.splits import SPLITS, split_of
 

@@ -12,8 +12,8 @@ from transformers import CsmForConditionalGeneration, Trainer, TrainingArguments
 
 from csm_synthetic import load_turns
 from csm_synthetic.audio import load_audio
-from csm_synthetic.demo import create_demo_corpus
-from csm_synthetic.offline import build_tiny_model, save_offline_processor
+from csm_synthetic.testing.demo import create_demo_corpus
+from transforms.testing.offline import build_tiny_model, save_offline_processor
 from transforms import ContextualSamples, group_conversations, load_processor, sample_features
 from transforms.codes import (
     CodesSamples,
@@ -25,15 +25,15 @@ from transforms.codes import (
     encode_turns,
     load_codec,
 )
-from transforms.codes_training import (
+from transforms.training.codes_training import (
     ALL_AUDIO,
     TARGET_AUDIO,
     CodesCollator,
     CsmForCodesTraining,
     codes_model_inputs,
 )
-from transforms.collator import CsmDataCollator
-from transforms.csm import audio_token_count
+from transforms.training.collator import CsmDataCollator
+from transforms.core.csm import audio_token_count
 
 MAX_HISTORY = 2
 FRAME_SAMPLES = 1920  # Mimi: 24 kHz / 12.5 frames per second

@@ -20,7 +20,7 @@ from conftest import (
     write_conversation,
 )
 from csm_synthetic.corpus import ProblemKind, read_corpus
-from csm_synthetic.demo import LEFTOVER_FILES
+from csm_synthetic.testing.demo import LEFTOVER_FILES
 
 SPELLINGS = {
     "padded": "{turn:03d}_speaker{speaker}.wav",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from csm_synthetic.demo import (
+from csm_synthetic.testing.demo import (
     FAULT_KINDS,
     SCRIPT_NAME,
     TOO_LONG_SECONDS,

@@ -29,12 +29,12 @@ import yaml
 from huggingface_hub import DatasetCard
 
 from csm_synthetic.builder import available_configs, load_turns
-from csm_synthetic.card import BAR_COLOR, GEOMETRY, Histogram, bar_rectangles, read_histogram_png
+from transforms.export.card import BAR_COLOR, GEOMETRY, Histogram, bar_rectangles, read_histogram_png
 from csm_synthetic.corpus import read_corpus
-from csm_synthetic.demo import create_demo_corpus
-from csm_synthetic.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
-from csm_synthetic.offline import build_offline_processor, build_tiny_model, save_offline_processor
-from transforms.prepare import PrepareOptions, prepare
+from csm_synthetic.testing.demo import create_demo_corpus
+from transforms.export.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
+from transforms.testing.offline import build_offline_processor, build_tiny_model, save_offline_processor
+from transforms.pipeline.prepare import PrepareOptions, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

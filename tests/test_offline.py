@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, CsmProcessor
 
-from csm_synthetic.offline import (
+from transforms.testing.offline import (
     AUDIO_EOS_TOKEN,
     AUDIO_TOKEN,
     BOS_TOKEN,

@@ -13,9 +13,9 @@ from pathlib import Path
 import datasets
 import pytest
 
-from csm_synthetic.demo import create_demo_corpus
-from transforms.prepare import ARGUMENTS_NAME, REPORT_NAME, PrepareError, PrepareOptions, prepare
-from transforms.verify import verify_output
+from csm_synthetic.testing.demo import create_demo_corpus
+from transforms.pipeline.prepare import ARGUMENTS_NAME, REPORT_NAME, PrepareError, PrepareOptions, prepare
+from transforms.pipeline.verify import verify_output
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_dataset_for_training.py"
@@ -261,7 +261,7 @@ def test_verify_finds_a_broken_row(reference, tmp_path, column, tamper, reason):
 
 @pytest.fixture(scope="module")
 def codec_dir(tmp_path_factory):
-    from csm_synthetic.offline import build_tiny_codec
+    from transforms.testing.offline import build_tiny_codec
 
     folder = tmp_path_factory.mktemp("codec")
     build_tiny_codec().save_pretrained(folder)

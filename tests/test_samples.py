@@ -11,10 +11,10 @@ from transformers import Trainer, TrainingArguments
 
 from csm_synthetic import load_turns, read_corpus
 from csm_synthetic.audio import load_audio
-from csm_synthetic.demo import create_demo_corpus
-from csm_synthetic.offline import build_tiny_model
+from csm_synthetic.testing.demo import create_demo_corpus
+from transforms.testing.offline import build_tiny_model
 from transforms import ContextualSamples, group_conversations, load_processor, sample_features
-from transforms.collator import CsmDataCollator
+from transforms.training.collator import CsmDataCollator
 
 MAX_HISTORY = 2
 

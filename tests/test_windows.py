@@ -2,7 +2,7 @@
 
 import pytest
 
-from transforms.windows import TOO_MANY_TOKENS, Skip, Window, plan_windows
+from transforms.core.windows import TOO_MANY_TOKENS, Skip, Window, plan_windows
 
 
 def windows_of(plan):

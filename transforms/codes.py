@@ -10,7 +10,7 @@
 
 A codes-format sample has the processor format's metadata, `input_ids` and `attention_mask`, and instead
 of audio and labels the Mimi codes of each of its audio segments (context turns first, the target turn
-last), `(frames, num_codebooks)` int16 each. `transforms.codes_training` turns such rows into model inputs.
+last), `(frames, num_codebooks)` int16 each. `transforms.training.codes_training` turns such rows into model inputs.
 
 The codes of a turn are what `CsmForConditionalGeneration.forward` computes for that audio: it calls
 `codec_model.encode(audio[None, None])` on each segment alone (`encode_one`). `encode_batch` runs the
@@ -35,7 +35,7 @@ from transformers.models.mimi.modeling_mimi import MimiConv1d
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
-from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
+from .core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, audio_token_count, load_processor, message_token_counts, render_messages
 from .samples import (
     check_token_count,
     collect_samples,
@@ -44,7 +44,7 @@ from .samples import (
     sample_features,
     window_metadata,
 )
-from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
+from .core.windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
 DEFAULT_TURNS_PER_SHARD = 2000  # turns per cached `.map` (a few hours of audio): a killed run resumes from these

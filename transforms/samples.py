@@ -23,8 +23,8 @@ import torch
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
-from .csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
-from .windows import DEFAULT_MAX_TOKENS, Window, plan_windows
+from .core.csm import DEFAULT_MODEL_ID, load_processor, message_token_counts, render_messages
+from .core.windows import DEFAULT_MAX_TOKENS, Window, plan_windows
 
 TOKEN_COLUMNS = ("input_ids", "attention_mask", "labels")
 

@@ -11,9 +11,9 @@ from typing import Callable
 from csm_synthetic.cli import add_corpus_arguments
 from csm_synthetic.corpus import ALL_LANGUAGES
 
-from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
+from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from .options import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
-from .windows import DEFAULT_MAX_TOKENS
+from ..core.windows import DEFAULT_MAX_TOKENS
 
 
 def optional_int(value: str) -> int | None:

@@ -28,7 +28,7 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCardData
 
-from .splits import split_rank
+from csm_synthetic.splits import split_rank
 
 CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"

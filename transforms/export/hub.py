@@ -54,7 +54,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
 from tqdm.auto import tqdm
 
-from .builder import ALL_LANGUAGES, CsmSynthetic, available_configs
+from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic, available_configs
 from .card import (
     CARD_TAG,
     FIGURES_DIR,
@@ -63,9 +63,9 @@ from .card import (
     RawCorpusDescription,
     SplitFiles,
 )
-from .corpus import DEFAULT_MAX_TURN_SECONDS
-from .environment import package_versions
-from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_rank
+from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
+from csm_synthetic.environment import package_versions
+from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_rank
 
 logger = logging.getLogger(__name__)
 
@@ -201,7 +201,7 @@ def ordered_splits(splits: datasets.DatasetDict | dict) -> dict:
 
 def prepared_content(prepared_dir: str | os.PathLike) -> RepositoryContent:
     """The output of `prepare_dataset_for_training.py`: one default config, its report on the card."""
-    from transforms.prepare import REPORT_NAME  # the prepare step owns the name of its report
+    from transforms.pipeline.options import REPORT_NAME  # the prepare step owns the name of its report
 
     folder = Path(prepared_dir)
     if not folder.is_dir():
@@ -549,7 +549,7 @@ def first_line(error: Exception) -> str:
 
 def connect(endpoint: str) -> tuple[HfApi, str]:
     """An `HfApi` with the user's token, after checking that the Hub accepts it for writing."""
-    from . import __version__
+    from csm_synthetic import __version__
 
     token = resolve_token()
     api = HfApi(endpoint=endpoint, token=token, library_name="csm-synthetic", library_version=__version__)

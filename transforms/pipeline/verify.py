@@ -15,8 +15,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from .collator import IGNORE_INDEX
-from .csm import audio_token_count, load_processor
+from ..training.collator import IGNORE_INDEX
+from ..core.csm import audio_token_count, load_processor
 from .options import REPORT_NAME
 
 BACKBONE_ONLY_LABEL = -101

@@ -8,8 +8,8 @@ from pathlib import Path
 from csm_synthetic.corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
 
-from .csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
-from .windows import DEFAULT_MAX_TOKENS
+from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
+from ..core.windows import DEFAULT_MAX_TOKENS
 
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match

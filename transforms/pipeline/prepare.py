@@ -23,7 +23,7 @@ from csm_synthetic.corpus import Corpus
 from csm_synthetic.environment import package_versions
 from csm_synthetic.splits import split_of
 
-from .codes import (
+from ..codes import (
     CodesSamples,
     check_codec,
     codes_sample_features,
@@ -31,10 +31,10 @@ from .codes import (
     load_codec,
     resolve_device,
 )
-from .csm import load_processor, message_token_counts, render_messages
-from .samples import ContextualSamples, group_conversations, sample_features
+from ..core.csm import load_processor, message_token_counts, render_messages
+from ..samples import ContextualSamples, group_conversations, sample_features
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareError, PrepareOptions
-from .windows import Skip, Window, plan_windows
+from ..core.windows import Skip, Window, plan_windows
 from .writer import publish_dataset_dict
 
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
