@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import datasets
 
 from .audio import DEFAULT_SAMPLING_RATE
-from .corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS, Conversation, Corpus, find_language_dirs, read_corpus
-from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SPLITS, check_fractions, split_of
+from .corpus import ALL_LANGUAGES, Conversation, Corpus, find_language_dirs, read_corpus
+from .errors import InputError
+from .settings import CorpusSettings
+from .splits import SPLITS
 
 _VERSION = datasets.Version("1.0.0")  # bump when the rows this builder writes change meaning
 
@@ -57,16 +59,9 @@ def turn_features(sampling_rate: int = DEFAULT_SAMPLING_RATE) -> datasets.Featur
 
 @dataclass
 class CsmSyntheticConfig(datasets.BuilderConfig):
-    """`name` is a language folder or `all`; the other fields shape the rows and splits."""
+    """`name` is a language folder or `all`; `settings` shape the rows and splits."""
 
-    target_sampling_rate: int = DEFAULT_SAMPLING_RATE
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    test_fraction: float = DEFAULT_TEST_FRACTION
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_fractions(self.validation_fraction, self.test_fraction)
+    settings: CorpusSettings = field(default_factory=CorpusSettings)
 
     @property
     def languages(self) -> list[str] | None:
@@ -100,35 +95,43 @@ class CsmSynthetic(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = CsmSyntheticConfig
     VERSION = _VERSION
 
-    def __init__(self, *args, data_dir: str | os.PathLike | None = None, config_name: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        data_dir: str | os.PathLike | None = None,
+        config_name: str | None = None,
+        settings: CorpusSettings | None = None,
+        **kwargs,
+    ):
         if data_dir is None:
-            raise ValueError("CsmSynthetic needs data_dir=<the corpus folder>")
+            raise InputError("CsmSynthetic needs data_dir=<the corpus folder>")
         if not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"corpus folder {str(data_dir)!r} does not exist or is not a folder")
+            raise InputError(f"corpus folder {str(data_dir)!r} does not exist or is not a folder")
         config_name = config_name or ALL_LANGUAGES
         configs = available_configs(data_dir)
         if config_name not in configs:
-            raise ValueError(f"no language folder {config_name!r} in {str(data_dir)!r}; available configs: {configs}")
+            raise InputError(f"no language folder {config_name!r} in {str(data_dir)!r}; available configs: {configs}")
         languages = None if config_name == ALL_LANGUAGES else [config_name]
         kwargs.setdefault("hash", corpus_fingerprint(data_dir, languages))
         kwargs.setdefault("dataset_name", "csm_synthetic")
-        super().__init__(*args, data_dir=str(data_dir), config_name=config_name, **kwargs)
+        settings = settings or CorpusSettings()  # always given, so equal settings share one cache folder
+        super().__init__(*args, data_dir=str(data_dir), config_name=config_name, settings=settings, **kwargs)
 
     @cached_property
     def corpus(self) -> Corpus:
         """The parsed corpus of this config (scripts and audio headers), read once per builder."""
-        return read_corpus(self.config.data_dir, self.config.languages, self.config.max_turn_seconds)
+        return read_corpus(self.config.data_dir, self.config.languages, self.config.settings.max_turn_seconds)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description="Turns of synthetic two-speaker podcast conversations (LLM script, VibeVoice speech).",
-            features=turn_features(self.config.target_sampling_rate),
+            features=turn_features(self.config.settings.target_sampling_rate),
         )
 
     def _split_generators(self, dl_manager) -> list[datasets.SplitGenerator]:
         by_split: dict[str, list[Conversation]] = {split: [] for split in SPLITS}
         for conversation in self.corpus.conversations:
-            split = split_of(conversation.conversation_id, self.config.validation_fraction, self.config.test_fraction)
+            split = self.config.settings.split_of(conversation.conversation_id)
             by_split[split].append(conversation)
         # `datasets` cannot read back a split with no rows, so an empty split is left out
         return [
@@ -152,9 +155,11 @@ class CsmSynthetic(datasets.GeneratorBasedBuilder):
 
 
 def load_turns(
-    data_dir: str | os.PathLike, config_name: str = ALL_LANGUAGES, cache_dir: str | None = None, **config_kwargs
+    data_dir: str | os.PathLike, config_name: str = ALL_LANGUAGES, cache_dir: str | None = None, **settings
 ) -> datasets.DatasetDict:
-    """Build (or reuse from cache) and return the turn dataset of one config."""
-    builder = CsmSynthetic(data_dir=data_dir, config_name=config_name, cache_dir=cache_dir, **config_kwargs)
+    """Build (or reuse from cache) and return the turn dataset of one config; `settings`: `CorpusSettings` fields."""
+    builder = CsmSynthetic(
+        data_dir=data_dir, config_name=config_name, cache_dir=cache_dir, settings=CorpusSettings(**settings)
+    )
     builder.download_and_prepare()
     return builder.as_dataset()

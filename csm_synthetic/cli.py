@@ -1,12 +1,22 @@
-"""Command-line pieces the scripts share. Light: importing this costs no datasets, torch or transformers."""
+"""Command-line pieces every script shares. Light: importing this costs no datasets, torch or transformers.
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_corpus_arguments(parser)
+    ...
+    sys.exit(run(lambda: work(parser.parse_args())))
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
 
-from .audio import DEFAULT_SAMPLING_RATE
-from .corpus import DEFAULT_MAX_TURN_SECONDS
-from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+from .errors import CommandError, ExitCode, InputError
+from .settings import HELP, CorpusSettings
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -19,29 +29,57 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def add_corpus_arguments(parser, sampling_rate: bool = True) -> None:
-    """The options of reading a raw corpus (they shape the builder's rows and splits), on `parser` or a group."""
-    parser.add_argument(
-        "--validation_fraction",
-        type=float,
-        default=DEFAULT_VALIDATION_FRACTION,
-        help=f"share of conversations in validation, by a hash of their id (default {DEFAULT_VALIDATION_FRACTION})",
-    )
-    parser.add_argument(
-        "--test_fraction",
-        type=float,
-        default=DEFAULT_TEST_FRACTION,
-        help=f"share of conversations in test, by a hash of their id (default {DEFAULT_TEST_FRACTION})",
-    )
-    parser.add_argument(
-        "--max_turn_seconds",
-        type=float,
-        default=DEFAULT_MAX_TURN_SECONDS,
-        help=f"a turn longer than this is a fault (default {DEFAULT_MAX_TURN_SECONDS:g})",
-    )
-    if sampling_rate:
+    """One flag per `CorpusSettings` field, on `parser` or an argument group (defaults from the dataclass)."""
+    for field in fields(CorpusSettings):
+        if field.name == "target_sampling_rate" and not sampling_rate:
+            continue
         parser.add_argument(
-            "--target_sampling_rate",
-            type=int,
-            default=DEFAULT_SAMPLING_RATE,
-            help=f"audio rate of the rows (default {DEFAULT_SAMPLING_RATE}, Mimi's); files of other rates are resampled",
+            f"--{field.name}", type=type(field.default), default=field.default,
+            help=f"{HELP[field.name]} (default {field.default:g})",
         )
+
+
+def corpus_settings(arguments: argparse.Namespace) -> CorpusSettings:
+    """The `CorpusSettings` of parsed arguments (fields without a flag keep their defaults)."""
+    return CorpusSettings(**{name: getattr(arguments, name) for name in CorpusSettings.names() if hasattr(arguments, name)})
+
+
+def run(work: Callable[[], int | None], interrupted: str = "interrupted") -> int:
+    """Run a command's `work` and return its exit status.
+
+    A `CommandError` becomes its message on stderr and its `exit_code`; Ctrl-C becomes one line
+    (`interrupted`: what the user does next) and status 130, never a traceback.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(work() or ExitCode.OK)
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return int(error.exit_code)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def claim_output_dir(
+    folder: str | Path, *, overwrite: bool, is_ours: Callable[[Path], bool], marker: str, flag: str = "--output_dir"
+) -> bool:
+    """Check that a command may write into `folder`; True when it holds an earlier output of ours to replace.
+
+    An absent or empty folder may be written. A non-empty one only with `overwrite`, and only when
+    `is_ours(folder)` (this tool wrote it, as `marker` in the messages says): a typo in a path must never
+    wipe unrelated data.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{flag} {str(folder)!r} exists and is not a folder")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return False
+    if not overwrite:
+        raise InputError(f"{flag} {str(folder)!r} already holds files: pass --overwrite to replace it, or choose another folder")
+    if not is_ours(folder):
+        raise InputError(
+            f"refusing to replace {flag} {str(folder)!r}: it was not written by this tool ({marker}); "
+            "remove it yourself or choose another folder"
+        )
+    return True

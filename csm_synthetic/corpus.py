@@ -22,6 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
+from .errors import InputError
+
 SCRIPT_NAME = "vibevoice-podcast-script.txt"
 SEGMENTS_DIR = "segments"
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -367,7 +369,7 @@ def read_corpus(
     """Read every conversation under `input_dir` (optionally only some language folders)."""
     root = Path(input_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"corpus folder {str(root)!r} does not exist or is not a folder")
+        raise InputError(f"corpus folder {str(root)!r} does not exist or is not a folder")
     conversations, problems = [], []
     for language_dir in find_language_dirs(root):
         if languages is not None and language_dir.name not in languages:

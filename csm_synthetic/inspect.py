@@ -15,8 +15,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .corpus import DEFAULT_MAX_TURN_SECONDS, Corpus, ProblemKind, Turn, read_corpus
-from .splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, SPLITS, check_fractions, split_of
+from .corpus import Corpus, ProblemKind, Turn, read_corpus
+from .settings import CorpusSettings
+from .splits import SPLITS
 
 TOTAL = "total"
 LONGEST_TURNS = 10  # turns listed under "longest_turns"
@@ -24,28 +25,17 @@ PRINTED_PROBLEMS = 20  # problems listed one by one by `format_summary`; the JSO
 
 
 def inspect_corpus(
-    input_dir: str | os.PathLike,
-    *,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS,
-    longest_turns: int = LONGEST_TURNS,
+    input_dir: str | os.PathLike, settings: CorpusSettings = CorpusSettings(), longest_turns: int = LONGEST_TURNS
 ) -> dict:
     """Read the corpus under `input_dir` (headers only) and summarise it; see `summarize_corpus`."""
-    check_fractions(validation_fraction, test_fraction)
-    if not max_turn_seconds > 0:
-        raise ValueError(f"max_turn_seconds must be > 0 (is {max_turn_seconds})")
-    corpus = read_corpus(input_dir, max_turn_seconds=max_turn_seconds)
-    summary = summarize_corpus(corpus, validation_fraction, test_fraction, longest_turns)
-    summary["settings"]["max_turn_seconds"] = max_turn_seconds
+    corpus = read_corpus(input_dir, max_turn_seconds=settings.max_turn_seconds)
+    summary = summarize_corpus(corpus, settings, longest_turns)
+    summary["settings"]["max_turn_seconds"] = settings.max_turn_seconds
     return summary
 
 
 def summarize_corpus(
-    corpus: Corpus,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    longest_turns: int = LONGEST_TURNS,
+    corpus: Corpus, settings: CorpusSettings = CorpusSettings(), longest_turns: int = LONGEST_TURNS
 ) -> dict:
     """Counts of what a read corpus yields and of what is wrong with it, as plain JSON-ready data.
 
@@ -56,7 +46,6 @@ def summarize_corpus(
     `dropped_conversations` / `truncated_conversations` (ids); `problems_by_kind`; `problems` (every
     `Problem.to_dict()`, in the order the reader found them).
     """
-    check_fractions(validation_fraction, test_fraction)
     by_language: dict[str, dict[str, _Counts]] = {}
     by_split = {split: _Counts() for split in SPLITS}
     total = _Counts()
@@ -66,7 +55,7 @@ def summarize_corpus(
     all_turns: list[tuple[str, Turn]] = []
 
     for conversation in corpus.conversations:
-        split = split_of(conversation.conversation_id, validation_fraction, test_fraction)
+        split = settings.split_of(conversation.conversation_id)
         language = by_language.setdefault(
             conversation.language, {TOTAL: _Counts(), **{name: _Counts() for name in SPLITS}}
         )
@@ -84,7 +73,7 @@ def summarize_corpus(
 
     return {
         "input_dir": str(corpus.root),
-        "settings": {"validation_fraction": validation_fraction, "test_fraction": test_fraction},
+        "settings": {"validation_fraction": settings.validation_fraction, "test_fraction": settings.test_fraction},
         **total.to_dict(),
         "by_language": {
             language: {name: counts.to_dict() for name, counts in splits.items()}

@@ -12,8 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from csm_synthetic.cli import HelpFormatter, claim_output_dir, run
+from csm_synthetic.errors import InputError
 from csm_synthetic.testing.demo import FAULT_KINDS, META_FILE, DemoCorpus, create_benchmark_corpus, create_demo_corpus
-from csm_synthetic.cli import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,35 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def prepare_output_dir(output_dir: Path, overwrite: bool) -> str | None:
-    """Empty `output_dir` if allowed; return an error message if it may not be written."""
-    if not output_dir.exists() or (output_dir.is_dir() and not any(output_dir.iterdir())):
-        return None
-    if not overwrite:
-        return f"{output_dir} exists and is not empty; pass --overwrite to replace it, or choose another --output_dir"
-    # Only ever delete what this script made: a typo in --output_dir must not wipe unrelated data.
-    if not (output_dir / META_FILE).is_file():
-        return (f"{output_dir} is not empty and was not made by this script (no {META_FILE}); "
-                "refusing to delete it, remove it yourself or choose another --output_dir")
-    shutil.rmtree(output_dir)
-    return None
-
-
 def summary(corpus: DemoCorpus) -> str:
     return (f"Wrote {len(corpus.conversations)} conversations, {corpus.total_turns} turns, "
             f"{corpus.total_seconds / 3600:.2f} audio hours, {len(corpus.faults)} faults injected "
             f"to {corpus.root}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.hours is not None and args.with_faults:
-        parser.error("--with_faults applies to the demo corpus only; the --hours benchmark corpus is healthy")
-    error = prepare_output_dir(args.output_dir, args.overwrite)
-    if error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def write_corpus(args: argparse.Namespace) -> None:
+    if claim_output_dir(args.output_dir, overwrite=args.overwrite, marker=f"no {META_FILE}",
+                        is_ours=lambda folder: (folder / META_FILE).is_file()):
+        shutil.rmtree(args.output_dir)
     seconds = (args.min_seconds, args.max_seconds)
     try:
         if args.hours is not None:
@@ -95,11 +77,16 @@ def main(argv: list[str] | None = None) -> int:
                 with_faults=args.with_faults, seed=args.seed,
             )
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise InputError(str(error)) from error
     print(summary(corpus))
-    return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.hours is not None and args.with_faults:
+        parser.error("--with_faults applies to the demo corpus only; the --hours benchmark corpus is healthy")
+    return run(lambda: write_corpus(args))
 
 if __name__ == "__main__":
     sys.exit(main())

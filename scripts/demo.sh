@@ -3,6 +3,7 @@
 # CSM processor, preparation with context, and the row-by-row check. Everything goes to demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+uv sync --quiet --all-extras --compile-bytecode  # PYTHONDONTWRITEBYTECODE machines would recompile torch on every command
 uv run python scripts/create_dummy_data.py --output_dir demo/corpus --with_faults --overwrite
 uv run python scripts/make_offline_processor.py --output_dir demo/processor
 uv run python scripts/inspect_corpus.py --input_dir demo/corpus --json demo/inspect.json

@@ -14,34 +14,28 @@ from __future__ import annotations
 import argparse
 import sys
 
-from csm_synthetic.cli import add_corpus_arguments
+from csm_synthetic.cli import HelpFormatter, add_corpus_arguments, corpus_settings, run
 from csm_synthetic.inspect import format_summary, inspect_corpus, write_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--input_dir", required=True, help="the corpus root (language folders inside)")
     parser.add_argument("--json", default=None, help="also write the whole summary, with every problem, to this file")
     add_corpus_arguments(parser, sampling_rate=False)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
-    try:
-        summary = inspect_corpus(
-            arguments.input_dir,
-            validation_fraction=arguments.validation_fraction,
-            test_fraction=arguments.test_fraction,
-            max_turn_seconds=arguments.max_turn_seconds,
-        )
-    except (FileNotFoundError, ValueError) as error:  # no such corpus folder, or bad fractions / limit
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def inspect(arguments: argparse.Namespace) -> None:
+    summary = inspect_corpus(arguments.input_dir, corpus_settings(arguments))
     print(format_summary(summary))
     if arguments.json:
         print(f"\nsummary written to {write_summary(summary, arguments.json)}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    return run(lambda: inspect(arguments))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import datasets
 import numpy as np
 import pytest
 
+from csm_synthetic.errors import InputError
+from csm_synthetic.settings import CorpusSettings
+
 from conftest import (
     expected_turn_count,
     numbers_in_name,
@@ -150,7 +153,7 @@ def test_unknown_config_or_corpus_is_a_clear_error(demo, tmp_path):
         CsmSynthetic(data_dir=demo.root, config_name="xx", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="'_meta'"):
         CsmSynthetic(data_dir=demo.root, config_name="_meta", cache_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="no-such-corpus"):
+    with pytest.raises(InputError, match="no-such-corpus"):
         CsmSynthetic(data_dir=tmp_path / "no-such-corpus", cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="data_dir"):
         CsmSynthetic(cache_dir=str(tmp_path))
@@ -201,9 +204,9 @@ def test_split_fractions_are_configurable(tmp_path):
     )
     assert "validation" not in only_test.values() and Counter(only_test.values())["test"] > 20
     with pytest.raises(ValueError, match="split fractions"):
-        CsmSynthetic(data_dir=corpus, cache_dir=str(tmp_path / "c"), validation_fraction=0.6, test_fraction=0.5)
+        CsmSynthetic(data_dir=corpus, cache_dir=str(tmp_path / "c"), settings=CorpusSettings(validation_fraction=0.6, test_fraction=0.5))
     with pytest.raises(ValueError, match="split fractions"):
-        CsmSynthetic(data_dir=corpus, cache_dir=str(tmp_path / "c"), validation_fraction=-0.1)
+        load_turns(corpus, cache_dir=str(tmp_path / "c"), validation_fraction=-0.1)
 
 
 def test_split_fractions_are_honoured_on_many_ids():

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from csm_synthetic.errors import InputError
+
 from conftest import (
     BAD_TURN_FAULTS,
     MISALIGNMENT_FAULTS,
@@ -258,5 +260,5 @@ def test_ids_sort_as_strings_not_as_path_parts(tmp_path):
 
 
 def test_missing_corpus_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+    with pytest.raises(InputError, match="does-not-exist"):
         read_corpus(tmp_path / "does-not-exist")

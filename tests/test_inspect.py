@@ -14,6 +14,7 @@ import pytest
 
 from conftest import BAD_TURN_FAULTS, MISALIGNMENT_FAULTS, expected_problems, problem_keys, write_conversation
 from csm_synthetic.inspect import TOTAL, format_summary, summarize_corpus
+from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import SPLITS, split_of
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inspect_corpus.py"
@@ -162,7 +163,7 @@ def test_summary_of_a_corpus_without_problems(tmp_path):
     write_conversation(tmp_path, "fr/a", [1, 2, 2])
     from csm_synthetic.corpus import read_corpus
 
-    summary = summarize_corpus(read_corpus(tmp_path), validation_fraction=0.0, test_fraction=0.0)
+    summary = summarize_corpus(read_corpus(tmp_path), CorpusSettings(validation_fraction=0.0, test_fraction=0.0))
     assert summary["problems"] == [] and summary["problems_by_kind"] == {}
     assert summary["by_language"]["fr"]["train"] == {"conversations": 1, "turns": 3, "hours": pytest.approx(0.06 / 3600)}
     assert summary["speakers"]["conversations_by_speaker_count"] == {"2": 1}

@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-SCRIPT_NAME = "vibevoice-podcast-script.txt"
+from ..corpus import SCRIPT_NAME, SEGMENTS_DIR
+
 META_FILE = PurePosixPath("_meta/demo_corpus.json")
 FAULTY_CATEGORY = "Faulty"
 FAULTY_LANGUAGE = "en"
@@ -311,7 +312,7 @@ class _CorpusWriter:
         return PurePosixPath(language, *categories, str(uuid.UUID(bytes=self.rng.bytes(16), version=4)))
 
     def _write(self, conversation_id: PurePosixPath, language: str, files: _ConversationFiles, style: _Style) -> None:
-        _write_segments(self.root / conversation_id / "segments", files, style)
+        _write_segments(self.root / conversation_id / SEGMENTS_DIR, files, style)
         n_turns = len(files.script_lines) if files.script_lines is not None else 0
         self.conversations.append(DemoConversation(str(conversation_id), language, n_turns, files.seconds))
 

@@ -65,6 +65,7 @@ from .card import (
 )
 from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
 from csm_synthetic.environment import package_versions
+from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_rank
 
 logger = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def raw_corpus_content(
 
 def language_builder(input_dir, language: str, cache_dir: str | None, settings: dict) -> CsmSynthetic:
     try:
-        return CsmSynthetic(data_dir=input_dir, config_name=language, cache_dir=cache_dir, **settings)
+        return CsmSynthetic(data_dir=input_dir, config_name=language, cache_dir=cache_dir, settings=CorpusSettings(**settings))
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from error
 

@@ -21,6 +21,7 @@ from csm_synthetic.audio import resampled_length
 from csm_synthetic.builder import CsmSynthetic
 from csm_synthetic.corpus import Corpus
 from csm_synthetic.environment import package_versions
+from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import split_of
 
 from ..codes import (
@@ -172,10 +173,12 @@ def make_builder(options: PrepareOptions) -> CsmSynthetic:
             data_dir=options.input_dir,
             config_name=options.language,
             cache_dir=options.cache_dir,
-            target_sampling_rate=options.target_sampling_rate,
-            validation_fraction=options.validation_fraction,
-            test_fraction=options.test_fraction,
-            max_turn_seconds=options.max_turn_seconds,
+            settings=CorpusSettings(
+                target_sampling_rate=options.target_sampling_rate,
+                validation_fraction=options.validation_fraction,
+                test_fraction=options.test_fraction,
+                max_turn_seconds=options.max_turn_seconds,
+            ),
         )
     except (ValueError, FileNotFoundError) as error:
         raise PrepareError(str(error)) from error
