@@ -35,7 +35,7 @@ def add_corpus_arguments(parser, sampling_rate: bool = True) -> None:
             continue
         parser.add_argument(
             f"--{field.name}", type=type(field.default), default=field.default,
-            help=f"{HELP[field.name]} (default {field.default:g})",
+            help=HELP[field.name],
         )
 
 
@@ -62,13 +62,19 @@ def run(work: Callable[[], int | None], interrupted: str = "interrupted") -> int
 
 
 def claim_output_dir(
-    folder: str | Path, *, overwrite: bool, is_ours: Callable[[Path], bool], marker: str, flag: str = "--output_dir"
+    folder: str | Path,
+    *,
+    overwrite: bool,
+    is_ours: Callable[[Path], bool],
+    marker: str,
+    flag: str = "--output_dir",
+    other_ways: str = "",
 ) -> bool:
     """Check that a command may write into `folder`; True when it holds an earlier output of ours to replace.
 
     An absent or empty folder may be written. A non-empty one only with `overwrite`, and only when
     `is_ours(folder)` (this tool wrote it, as `marker` in the messages says): a typo in a path must never
-    wipe unrelated data.
+    wipe unrelated data. `other_ways` names what else the user may do with an existing folder.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -76,7 +82,10 @@ def claim_output_dir(
     if not folder.is_dir() or not any(folder.iterdir()):
         return False
     if not overwrite:
-        raise InputError(f"{flag} {str(folder)!r} already holds files: pass --overwrite to replace it, or choose another folder")
+        raise InputError(
+            f"{flag} {str(folder)!r} already holds files: pass --overwrite to replace it{other_ways}, "
+            "or choose another folder"
+        )
     if not is_ours(folder):
         raise InputError(
             f"refusing to replace {flag} {str(folder)!r}: it was not written by this tool ({marker}); "

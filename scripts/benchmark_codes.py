@@ -22,73 +22,32 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from transformers import CsmConfig, CsmDepthDecoderConfig, MimiConfig
+from transformers import MimiConfig
 
 from csm_synthetic import load_turns
 from csm_synthetic.testing.demo import create_benchmark_corpus
-from transforms.testing.offline import AUDIO_EOS_TOKEN, AUDIO_TOKEN, _randomize_codebooks, save_offline_processor
-from transforms import ContextualSamples, group_conversations, load_processor, sample_features
-from transforms.codes import CodesSamples, codes_sample_features, encode_turns
+from transforms import CodesSamples, ContextualSamples, build_samples, encode_turns, load_processor, measure_turns
+from transforms import group_conversations, plan_conversations
+from transforms.testing.offline import build_tiny_model, save_offline_processor
 from transforms.training.codes_training import TARGET_AUDIO, CodesCollator, CsmForCodesTraining
 from transforms.training.collator import CsmDataCollator
 
 WARMUP_STEPS = 2  # the first CPU steps pay for memory allocation: several times slower
 
 
-def benchmark_model_config(processor, hidden_size: int, num_layers: int) -> CsmConfig:
-    """A small CSM backbone and depth decoder over a real-size Mimi (32 codebooks of 2048)."""
-    codec_config = MimiConfig()
-    num_codebooks, vocab_size = codec_config.num_quantizers, codec_config.codebook_size + 3
-    tokenizer = processor.tokenizer
-    common = dict(num_codebooks=num_codebooks, vocab_size=vocab_size, hidden_act="silu", rms_norm_eps=1e-5)
-    layers = dict(
-        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_attention_heads=4, num_key_value_heads=2
-    )
-    return CsmConfig(
-        text_vocab_size=len(tokenizer),
-        num_hidden_layers=num_layers,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=None,
-        pad_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
-        audio_token_id=tokenizer.convert_tokens_to_ids(AUDIO_TOKEN),
-        audio_eos_token_id=tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN),
-        codebook_pad_token_id=vocab_size - 1,
-        codebook_eos_token_id=0,
-        depth_decoder_config=CsmDepthDecoderConfig(
-            backbone_hidden_size=hidden_size,
-            num_hidden_layers=2,
-            max_position_embeddings=num_codebooks + 1,
-            **layers,
-            **common,
-        ),
-        codec_config=codec_config,
-        **layers,
-        **common,
-    )
-
-
 def build_benchmark_model(processor, hidden_size: int, num_layers: int) -> CsmForCodesTraining:
-    torch.manual_seed(0)
-    model = CsmForCodesTraining(benchmark_model_config(processor, hidden_size, num_layers))
-    _randomize_codebooks(model.codec_model, torch.Generator().manual_seed(0))  # a random Mimi has all-zero codebooks
-    return model
+    """A small CSM backbone and depth decoder over a real-size Mimi (32 codebooks of 2048, random weights)."""
+    return build_tiny_model(
+        processor, model_class=CsmForCodesTraining, hidden_size=hidden_size, num_layers=num_layers, codec_config=MimiConfig()
+    )
 
 
 def arrow_bytes(dataset: datasets.Dataset) -> int:
     return sum(Path(cache["filename"]).stat().st_size for cache in dataset.cache_files)
 
 
-def map_samples(conversations: datasets.Dataset, transform, features: datasets.Features) -> datasets.Dataset:
-    return conversations.map(
-        transform,
-        batched=True,
-        batch_size=1,
-        remove_columns=conversations.column_names,
-        features=features,
-        writer_batch_size=16,
-        load_from_cache_file=False,
-    )
+def map_samples(conversations: datasets.Dataset, transform) -> datasets.Dataset:
+    return build_samples(plan_conversations(conversations, transform.plan), transform)
 
 
 def timed(function, *args, **kwargs):
@@ -169,14 +128,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # bytes on disk per audio hour, same windows in both formats
     codes_conversations = group_conversations(encoded)
-    processor_conversations = group_conversations(turns)
+    processor_conversations = group_conversations(measure_turns(turns))
     window = dict(model_id=processor_dir, max_history=arguments.max_history)
-    codes_samples, codes_seconds = timed(
-        map_samples, codes_conversations, CodesSamples(**window), codes_sample_features()
-    )
-    processor_samples, processor_seconds = timed(
-        map_samples, processor_conversations, ContextualSamples(**window), sample_features()
-    )
+    codes_samples, codes_seconds = timed(map_samples, codes_conversations, CodesSamples(**window))
+    processor_samples, processor_seconds = timed(map_samples, processor_conversations, ContextualSamples(**window))
     hours = audio_seconds / 3600
     report["disk"] = {
         "samples": codes_samples.num_rows,
@@ -192,10 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     # one training step, same rows, both paths
     train_window = dict(model_id=processor_dir, max_history=arguments.train_history)
     first = codes_conversations.select([0])
-    codes_rows = map_samples(first, CodesSamples(**train_window), codes_sample_features())
-    processor_rows = map_samples(
-        processor_conversations.select([0]), ContextualSamples(**train_window), sample_features()
-    )
+    codes_rows = map_samples(first, CodesSamples(**train_window))
+    processor_rows = map_samples(processor_conversations.select([0]), ContextualSamples(**train_window))
     positions = list(range(codes_rows.num_rows - arguments.train_batch_size, codes_rows.num_rows))  # full context
     pad_token_id = processor.tokenizer.pad_token_id
     processor_batch = CsmDataCollator(pad_token_id)([processor_rows[i] for i in positions])

@@ -12,21 +12,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments, print_summary, run_cli
+from csm_synthetic.cli import HelpFormatter, run
+from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments
+
+
+def prepare(arguments: argparse.Namespace) -> None:
+    options = options_from_arguments(arguments)  # argument errors answer before the heavy imports
+    from transforms.pipeline.prepare import prepare  # transformers, datasets: after the arguments are checked
+    from transforms.pipeline.report import format_summary
+
+    print(format_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_prepare_arguments(parser)
     arguments = parser.parse_args(argv)
-    options = options_from_arguments(arguments)
-
-    def work() -> None:
-        from transforms.pipeline.prepare import prepare  # heavy (transformers, datasets): after the arguments are parsed
-
-        print_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite))
-
-    return run_cli(work)
+    return run(lambda: prepare(arguments))
 
 
 if __name__ == "__main__":

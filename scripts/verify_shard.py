@@ -11,30 +11,33 @@ from __future__ import annotations
 import argparse
 import sys
 
+from csm_synthetic.cli import HelpFormatter, run
+from csm_synthetic.errors import ExitCode
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="the folder prepare_dataset_for_training.py wrote")
-    parser.add_argument("--model_id", default=None, help="processor to check against (default: the one in the report)")
-    arguments = parser.parse_args(argv)
-    from transforms.pipeline.verify import verify_output  # heavy (datasets, transformers): after the arguments are parsed
 
-    try:
-        result = verify_output(arguments.output_dir, arguments.model_id)
-    except (FileNotFoundError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def verify(arguments: argparse.Namespace) -> int:
+    from transforms.pipeline.verify import verify_output  # heavy (datasets, transformers): after the arguments
+
+    result = verify_output(arguments.output_dir, arguments.model_id)
     for split, rows in result.rows.items():
         print(f"{split:<10} {rows:>8} rows checked")
     if result.ok:
         print(f"OK: all {sum(result.rows.values())} rows are sound")
-        return 0
+        return ExitCode.OK
     for error in result.errors:
         print(f"FAIL {error}")
     if result.error_count > len(result.errors):
         print(f"... and {result.error_count - len(result.errors)} more")
     print(f"{result.error_count} problems found", file=sys.stderr)
-    return 1
+    return ExitCode.FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="the folder prepare_dataset_for_training.py wrote")
+    parser.add_argument("--model_id", default=None, help="processor to check against (default: the one in the report)")
+    arguments = parser.parse_args(argv)
+    return run(lambda: verify(arguments))
 
 
 if __name__ == "__main__":

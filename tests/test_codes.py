@@ -14,17 +14,8 @@ from csm_synthetic import load_turns
 from csm_synthetic.audio import load_audio
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.testing.offline import build_tiny_model, save_offline_processor
-from transforms import ContextualSamples, group_conversations, load_processor, sample_features
-from transforms.codes import (
-    CodesSamples,
-    _pad_as_if_alone,
-    check_codec,
-    codes_sample_features,
-    encode_batch,
-    encode_one,
-    encode_turns,
-    load_codec,
-)
+from transforms import CodesSamples, ContextualSamples, encode_turns, load_processor, map_samples, measure_turns
+from transforms.core.codec import _pad_as_if_alone, check_codec, encode_batch, encode_one, load_codec
 from transforms.training.codes_training import (
     ALL_AUDIO,
     TARGET_AUDIO,
@@ -73,25 +64,17 @@ def turns(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoded(turns, codec_dir):
-    return encode_turns(turns, codec_dir, device="cpu", batch_size=3, turns_per_shard=5)
-
-
-def map_samples(conversations, transform, features):
-    return conversations.map(
-        transform, batched=True, batch_size=1, remove_columns=conversations.column_names, features=features
-    )
+    return encode_turns(turns, codec_dir, device="cpu", batch_size=3)
 
 
 @pytest.fixture(scope="module")
 def codes_samples(encoded, processor_dir):
-    transform = CodesSamples(model_id=processor_dir, max_history=MAX_HISTORY)
-    return map_samples(group_conversations(encoded), transform, codes_sample_features())
+    return map_samples(encoded, CodesSamples(model_id=processor_dir, max_history=MAX_HISTORY))
 
 
 @pytest.fixture(scope="module")
 def processor_samples(turns, processor_dir):
-    transform = ContextualSamples(model_id=processor_dir, max_history=MAX_HISTORY)
-    return map_samples(group_conversations(turns), transform, sample_features())
+    return map_samples(measure_turns(turns), ContextualSamples(model_id=processor_dir, max_history=MAX_HISTORY))
 
 
 def audio_refs(turns) -> list[dict]:
@@ -159,7 +142,7 @@ def test_encoded_turns_carry_int16_codes_and_are_cached_whatever_the_device_or_b
     assert encoded["num_samples"] == [len(audio) for audio in audios]
     for row, audio in zip(encoded.with_format("numpy"), audios):
         assert row["audio_codes"].shape == (audio_token_count(processor, len(audio)), 4)
-    again = encode_turns(turns, codec_dir, device="auto", batch_size=2, turns_per_shard=5)
+    again = encode_turns(turns, codec_dir, device="auto", batch_size=2)
     assert again.cache_files == encoded.cache_files  # served from the cache: not encoded twice
 
 

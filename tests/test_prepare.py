@@ -14,7 +14,10 @@ import datasets
 import pytest
 
 from csm_synthetic.testing.demo import create_demo_corpus
-from transforms.pipeline.prepare import ARGUMENTS_NAME, REPORT_NAME, PrepareError, PrepareOptions, prepare
+from csm_synthetic.errors import InputError
+from csm_synthetic.settings import CorpusSettings
+from transforms.pipeline.options import ARGUMENTS_NAME, REPORT_NAME, PrepareOptions
+from transforms.pipeline.prepare import prepare
 from transforms.pipeline.verify import verify_output
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +40,8 @@ def faulty_corpus(tmp_path_factory):
 
 def options_for(corpus_root, output, processor_dir, cache, **overrides):
     values = dict(input_dir=str(corpus_root), output_dir=str(output), model_id=processor_dir, cache_dir=str(cache),
-                  max_history=2, batch_size=2, num_proc=1, validation_fraction=0.2, test_fraction=0.2)
+                  max_history=2, batch_size=2, num_proc=1,
+                  corpus=CorpusSettings(validation_fraction=0.2, test_fraction=0.2))
     values.update(overrides)
     return PrepareOptions(**values)
 
@@ -144,7 +148,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_output(reference, tmp_path
     else:
         pytest.fail("every run ended before it could be killed")
     if (Path(options.output_dir) / ARGUMENTS_NAME).exists():
-        with pytest.raises(PrepareError, match="--resume"):
+        with pytest.raises(InputError, match="--resume"):
             prepare(options)  # an interrupted output is never clobbered without --resume
     prepare(options, resume=True)
     resumed, uninterrupted = tables(options.output_dir), tables(reference_options.output_dir)
@@ -159,7 +163,7 @@ def test_resume_with_different_arguments_is_refused(reference, tmp_path):
     copy = PrepareOptions(**{**options.__dict__, "output_dir": str(tmp_path / "out")})
     prepare(copy)
     changed = PrepareOptions(**{**copy.__dict__, "max_history": 4})
-    with pytest.raises(PrepareError, match="max_history: was 2, now 4"):
+    with pytest.raises(InputError, match="max_history: was 2, now 4"):
         prepare(changed, resume=True)
     prepare(changed, overwrite=True)
     assert json.loads((Path(copy.output_dir) / REPORT_NAME).read_text())["arguments"]["max_history"] == 4
@@ -170,7 +174,7 @@ def test_overwrite_never_deletes_a_folder_this_tool_did_not_write(reference, tmp
     foreign = tmp_path / "my_thesis"
     foreign.mkdir()
     (foreign / "chapter1.tex").write_text("precious")
-    with pytest.raises(PrepareError, match="did not write"):
+    with pytest.raises(InputError, match="not written by this tool"):
         prepare(PrepareOptions(**{**options.__dict__, "output_dir": str(foreign)}), overwrite=True)
     assert (foreign / "chapter1.tex").read_text() == "precious"
 
@@ -181,7 +185,7 @@ def test_script_refuses_an_existing_output_without_resume_or_overwrite(reference
     main = load_script(SCRIPT).main
     status = main(["--input_dir", options.input_dir, "--output_dir", options.output_dir, "--model_id", options.model_id])
     assert status == 2
-    assert "already holds data" in capsys.readouterr().err
+    assert "already holds files: pass --overwrite to replace it, --resume" in capsys.readouterr().err
     assert sorted(p.name for p in Path(options.output_dir).iterdir()) == before
 
 
@@ -290,6 +294,6 @@ def test_codes_format_refuses_an_unloadable_codec_before_any_work(reference, tmp
     options, _ = reference
     bad = PrepareOptions(**{**options.__dict__, "output_dir": str(tmp_path / "out"), "format": "codes",
                             "codec_model_id": str(tmp_path / "no_codec")})
-    with pytest.raises(PrepareError, match="no_codec"):
+    with pytest.raises(InputError, match="no_codec"):
         prepare(bad)
     assert not (tmp_path / "out").exists()

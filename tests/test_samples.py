@@ -13,7 +13,7 @@ from csm_synthetic import load_turns, read_corpus
 from csm_synthetic.audio import load_audio
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.testing.offline import build_tiny_model
-from transforms import ContextualSamples, group_conversations, load_processor, sample_features
+from transforms import ContextualSamples, build_samples, group_conversations, load_processor, measure_turns, plan_conversations
 from transforms.training.collator import CsmDataCollator
 
 MAX_HISTORY = 2
@@ -29,18 +29,11 @@ def corpus_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def conversations(corpus_dir, tmp_path_factory):
     turns = load_turns(corpus_dir, cache_dir=str(tmp_path_factory.mktemp("cache")), validation_fraction=0, test_fraction=0)
-    return group_conversations(turns["train"])
+    return group_conversations(measure_turns(turns["train"]))
 
 
 def map_samples(conversations, transform):
-    return conversations.map(
-        transform,
-        batched=True,
-        batch_size=1,
-        remove_columns=conversations.column_names,
-        features=sample_features(),
-        writer_batch_size=4,
-    )
+    return build_samples(plan_conversations(conversations, transform.plan), transform)
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +120,14 @@ def test_a_small_budget_drops_oldest_context_and_skips_turns_that_cannot_fit(con
         n for n, context in zip(generous["num_tokens"], generous["num_context_turns"]) if context == 0
     )
     budget = longest_turn_alone - 1  # the longest turn can no longer fit, even alone
-    tight = map_samples(conversations.select([0]), ContextualSamples(model_id=processor_dir, max_tokens=budget))
+    tight_transform = ContextualSamples(model_id=processor_dir, max_tokens=budget)
+    tight = map_samples(conversations.select([0]), tight_transform)
     assert all(n <= budget for n in tight["num_tokens"])
     skipped = set(generous["turn_index"]) - set(tight["turn_index"])
     assert skipped, "the budget should skip the longest turn"
+    (plan,) = plan_conversations(conversations.select([0]), tight_transform.plan)["skipped"]
+    assert {skip["turn_index"] for skip in plan} == skipped  # the plan says which turns got no sample, and why
+    assert all(skip["reason"] == "too_many_tokens" and f"max_tokens {budget}" in skip["detail"] for skip in plan)
     for target, context in zip(tight["turn_index"], tight["num_context_turns"]):
         assert not any(target - context <= s < target for s in skipped), "a window reached over a skipped turn"
     assert processor is not None

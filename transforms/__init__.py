@@ -1,5 +1,11 @@
 """Turn the corpus builder's turn rows into contextual CSM training samples.
 
+    core/       pure steps over records and arrays: plan windows, build samples, encode codes
+    maps.py     their `datasets` `.map` adapters (cached); features.py, arrow.py: the rows they write
+    pipeline/   prepare a whole corpus into sharded output, verify it
+    export/     publish the raw corpus or prepared samples (Parquet repository, dataset card, Hub upload)
+    training/   collators and the codes-training model for a training repo
+
 Names are imported lazily: the command-line shells parse their arguments (and answer --help) without
 paying for transformers.
 """
@@ -7,20 +13,25 @@ paying for transformers.
 from importlib import import_module
 
 _EXPORTS = {
-    "CodesSamples": "codes",
-    "codes_sample_features": "codes",
-    "encode_turns": "codes",
-    "CsmDataCollator": "training.collator",
+    "CodesSamples": "maps",
+    "ContextualSamples": "maps",
+    "PlanWindows": "maps",
+    "build_samples": "maps",
+    "encode_turns": "maps",
+    "group_conversations": "maps",
+    "map_samples": "maps",
+    "measure_turns": "maps",
+    "plan_conversations": "maps",
+    "codes_sample_features": "features",
+    "sample_features": "features",
     "DEFAULT_MODEL_ID": "core.csm",
     "load_processor": "core.csm",
     "message_token_counts": "core.csm",
-    "ContextualSamples": "samples",
-    "group_conversations": "samples",
-    "sample_features": "samples",
     "DEFAULT_MAX_TOKENS": "core.windows",
     "Skip": "core.windows",
     "Window": "core.windows",
     "plan_windows": "core.windows",
+    "CsmDataCollator": "training.collator",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from csm_synthetic.errors import InputError
+
 if TYPE_CHECKING:
     from transformers import CsmProcessor
 
@@ -23,9 +25,9 @@ def load_processor(model_id: str = DEFAULT_MODEL_ID) -> CsmProcessor:
     try:
         processor = AutoProcessor.from_pretrained(model_id)
     except Exception as error:  # transformers raises OSError, ValueError, HF errors... for the same cause
-        raise RuntimeError(f"cannot load a CSM processor from {model_id!r}: {error}") from error
+        raise InputError(f"cannot load a CSM processor from {model_id!r}: {error}") from error
     if not isinstance(processor, CsmProcessor):
-        raise RuntimeError(f"{model_id!r} holds a {type(processor).__name__}, not a CsmProcessor")
+        raise InputError(f"{model_id!r} holds a {type(processor).__name__}, not a CsmProcessor")
     return processor
 
 

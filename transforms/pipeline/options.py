@@ -1,23 +1,22 @@
-"""The arguments of a prepare run, and what they mean for resuming. Light: no heavy imports here."""
+"""The arguments of a prepare run, their checks, and what they mean for resuming. Light: no heavy imports."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from csm_synthetic.corpus import ALL_LANGUAGES, DEFAULT_MAX_TURN_SECONDS
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION
+from csm_synthetic.corpus import ALL_LANGUAGES
+from csm_synthetic.errors import InputError
+from csm_synthetic.settings import CorpusSettings
 
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from ..core.windows import DEFAULT_MAX_TOKENS
 
 REPORT_NAME = "prepare_report.json"
-ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match
+ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match, and the mark of our output
 PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
-
-
-class PrepareError(Exception):
-    """Bad input or arguments, detected before any work is done (or on resume)."""
+FORMATS = (PROCESSOR_FORMAT, CODES_FORMAT)
+HOW_NOT_WHAT = ("output_dir", "num_proc", "cache_dir", "device", "encode_batch_size")  # may differ on --resume
 
 
 @dataclass(frozen=True)
@@ -26,26 +25,44 @@ class PrepareOptions:
     output_dir: str
     batch_size: int = 100  # conversations per shard
     max_history: int | None = None
-    target_sampling_rate: int = 24000
     model_id: str = DEFAULT_MODEL_ID
     max_tokens: int = DEFAULT_MAX_TOKENS
     language: str = ALL_LANGUAGES
     depth_decoder_labels_ratio: float = 1.0
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    test_fraction: float = DEFAULT_TEST_FRACTION
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
     seed: int = 0
     format: str = PROCESSOR_FORMAT
     codec_model_id: str = DEFAULT_CODEC_MODEL_ID  # codes format only
-    # how, not what: may differ on --resume
+    corpus: CorpusSettings = field(default_factory=CorpusSettings)
     num_proc: int | None = None
     cache_dir: str | None = None
     device: str = "auto"  # codes format: where the codec runs
     encode_batch_size: int | None = None  # codes format: turns per codec call (None: 16 on GPU, 1 on CPU)
 
+    def __post_init__(self):
+        """Every check that needs no model: argument errors answer before anything heavy is imported."""
+        if self.batch_size < 1:
+            raise InputError(f"--batch_size must be at least 1 (got {self.batch_size})")
+        if self.max_history is not None and self.max_history < 0:
+            raise InputError(f"--max_history must be >= 0 or None (got {self.max_history})")
+        if self.max_tokens < 1:
+            raise InputError(f"--max_tokens must be at least 1 (got {self.max_tokens})")
+        if not 0.0 <= self.depth_decoder_labels_ratio <= 1.0:
+            raise InputError(f"--depth_decoder_labels_ratio must be in [0, 1] (got {self.depth_decoder_labels_ratio})")
+        if self.format not in FORMATS:
+            raise InputError(f"--format must be one of {FORMATS} (got {self.format!r})")
+        if self.format == CODES_FORMAT and self.depth_decoder_labels_ratio != 1.0:
+            raise InputError(
+                "--depth_decoder_labels_ratio is drawn per batch by the codes collator, not stored: leave it at 1.0 "
+                "with --format codes"
+            )
+        if self.encode_batch_size is not None and self.encode_batch_size < 1:
+            raise InputError(f"--encode_batch_size must be at least 1 (got {self.encode_batch_size})")
+        if not Path(self.input_dir).is_dir():
+            raise InputError(f"--input_dir {self.input_dir!r} does not exist or is not a folder")
+
     def output_defining(self) -> dict:
-        """The arguments that determine the output's rows (a resume must use the same)."""
-        how = {"output_dir", "num_proc", "cache_dir", "device", "encode_batch_size"}
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in how}
+        """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus")}
+        values.update(self.corpus.to_dict())
         values["input_dir"] = str(Path(self.input_dir).resolve())
         return values

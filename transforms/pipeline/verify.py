@@ -15,11 +15,12 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from ..training.collator import IGNORE_INDEX
+from csm_synthetic.errors import InputError
+
 from ..core.csm import audio_token_count, load_processor
+from ..core.labels import BACKBONE_ONLY_LABEL, IGNORE_INDEX
 from .options import REPORT_NAME
 
-BACKBONE_ONLY_LABEL = -101
 ROWS_PER_BATCH = 256
 MAX_LISTED_ERRORS = 50
 
@@ -118,7 +119,7 @@ def check_codes_row(row: dict, segment_frames: list[int], codebooks: set[int], r
 def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, dict]:
     report_path = output_dir / REPORT_NAME
     if not report_path.is_file():
-        raise FileNotFoundError(f"{report_path} is missing: the output is not a finished prepare run")
+        raise InputError(f"{report_path} is missing: the output is not a finished prepare run")
     report = json.loads(report_path.read_text(encoding="utf-8"))
     arguments = report["arguments"]
     processor = load_processor(model_id or arguments["model_id"])

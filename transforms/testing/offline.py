@@ -44,6 +44,7 @@ __all__ = [
     "build_offline_tokenizer",
     "build_tiny_codec",
     "build_tiny_model",
+    "randomize_codebooks",
     "save_offline_processor",
     "tiny_codec_config",
     "tiny_model_config",
@@ -201,14 +202,26 @@ def tiny_codec_config(num_codebooks: int = 4, codebook_size: int = 64) -> MimiCo
     )
 
 
-def tiny_model_config(processor: CsmProcessor, num_codebooks: int = 4, codebook_size: int = 64) -> CsmConfig:
-    """A tiny ``CsmConfig`` whose token ids agree with ``processor``'s tokenizer.
+def tiny_model_config(
+    processor: CsmProcessor,
+    num_codebooks: int = 4,
+    codebook_size: int = 64,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    codec_config: MimiConfig | None = None,
+) -> CsmConfig:
+    """A small ``CsmConfig`` whose token ids agree with ``processor``'s tokenizer.
 
+    By default everything is tiny; ``codec_config`` (e.g. a real-size ``MimiConfig()``, whose codebooks then
+    set ``num_codebooks`` and ``codebook_size``) and the backbone sizes make the benchmark's model.
     Codebook vocabulary follows the real layout (2048 codes -> ``vocab_size`` 2051, pad 2050, eos 0):
     ``vocab_size = codebook_size + 3``, ``codebook_pad_token_id = codebook_size + 2``, ``codebook_eos_token_id = 0``.
     ``pad_token_id`` equals ``audio_token_id``, as in sesame/csm-1b's config (128002); the tokenizer's own pad
     token is ``<|end_of_text|>``.
     """
+    if codec_config is None:
+        codec_config = tiny_codec_config(num_codebooks, codebook_size)
+    num_codebooks, codebook_size = codec_config.num_quantizers, codec_config.codebook_size
     tokenizer = processor.tokenizer
     audio_token_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
     audio_eos_token_id = tokenizer.convert_tokens_to_ids(AUDIO_EOS_TOKEN)
@@ -220,23 +233,19 @@ def tiny_model_config(processor: CsmProcessor, num_codebooks: int = 4, codebook_
         initializer_range=0.02,
         rms_norm_eps=1e-5,
     )
+    layers = dict(
+        hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_attention_heads=4, num_key_value_heads=2
+    )
     depth_decoder_config = CsmDepthDecoderConfig(
-        backbone_hidden_size=64,
-        hidden_size=64,
-        intermediate_size=128,
+        backbone_hidden_size=hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=num_codebooks + 1,
+        **layers,
         **common,
     )
     return CsmConfig(
         text_vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_hidden_layers=num_layers,
         max_position_embeddings=2048,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=None,  # as in the real config: generation stops on an all-eos codebook frame
@@ -247,7 +256,8 @@ def tiny_model_config(processor: CsmProcessor, num_codebooks: int = 4, codebook_
         codebook_eos_token_id=0,
         tie_codebooks_embeddings=True,
         depth_decoder_config=depth_decoder_config,
-        codec_config=tiny_codec_config(num_codebooks, codebook_size),
+        codec_config=codec_config,
+        **layers,
         **common,
     )
 
@@ -256,7 +266,7 @@ _CODEBOOK_STD = 3.0  # about the spread of the tiny encoder's quantizer inputs f
 
 
 @torch.no_grad()
-def _randomize_codebooks(codec: MimiModel, generator: torch.Generator) -> None:
+def randomize_codebooks(codec: MimiModel, generator: torch.Generator) -> None:
     """Give every RVQ codebook random centroids.
 
     ``MimiModel`` initialises its codebooks to all zeros, so a random Mimi maps every frame of every
@@ -275,18 +285,22 @@ def build_tiny_codec(seed: int = 0) -> MimiModel:
     """A randomly initialised tiny ``MimiModel`` (4 codebooks of 64, random centroids), deterministic per ``seed``."""
     torch.manual_seed(seed)
     codec = MimiModel(tiny_codec_config())
-    _randomize_codebooks(codec, torch.Generator().manual_seed(seed))
+    randomize_codebooks(codec, torch.Generator().manual_seed(seed))
     return codec.eval()
 
 
-def build_tiny_model(processor: CsmProcessor, seed: int = 0) -> CsmForConditionalGeneration:
+def build_tiny_model(
+    processor: CsmProcessor, seed: int = 0, model_class: type = CsmForConditionalGeneration, **sizes
+) -> CsmForConditionalGeneration:
     """A randomly initialised tiny ``CsmForConditionalGeneration`` consistent with ``processor``.
 
     Deterministic for a given ``seed``. Returned in train mode (dropout is 0 anyway); its ``codec_model`` is a
     tiny Mimi with random codebook centroids like :func:`build_tiny_codec` (same config, own random weights).
+    ``sizes`` go to :func:`tiny_model_config` (the benchmark's real-size codec); ``model_class`` may be a
+    subclass such as ``CsmForCodesTraining``.
     """
-    config = tiny_model_config(processor)
+    config = tiny_model_config(processor, **sizes)
     torch.manual_seed(seed)
-    model = CsmForConditionalGeneration(config)
-    _randomize_codebooks(model.codec_model, torch.Generator().manual_seed(seed))
+    model = model_class(config)
+    randomize_codebooks(model.codec_model, torch.Generator().manual_seed(seed))
     return model

@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from transformers import CsmConfig, CsmForConditionalGeneration
 
+from ..core.labels import IGNORE_INDEX, backbone_only_frames
+
 ALL_AUDIO = "all_audio"  # every audio frame and <|audio_eos|> of the sample, context included (the processor path)
 TARGET_AUDIO = "target_audio"  # only the target turn's frames and its <|audio_eos|>
 LOSS_ON = (ALL_AUDIO, TARGET_AUDIO)
-IGNORE = -100
 PADDING_SIDES = ("left", "right")
 
 
@@ -94,7 +95,7 @@ class CodesCollator:
                 ("input_ids", self.pad_token_id),
                 ("attention_mask", 0),
                 ("audio_codes", 0),
-                ("labels", IGNORE),
+                ("labels", IGNORE_INDEX),
                 ("depth_candidates", False),
             )
         }
@@ -116,7 +117,7 @@ class CodesCollator:
             audio_positions = audio_positions[len(audio_positions) - len(segments[-1]) :]
             eos_positions = eos_positions[-1:]
         labelled = np.concatenate([audio_positions, eos_positions])
-        labels = np.full_like(audio_codes, IGNORE)
+        labels = np.full_like(audio_codes, IGNORE_INDEX)
         labels[labelled] = audio_codes[labelled]
         depth_candidates = np.zeros(len(input_ids), dtype=bool)
         depth_candidates[audio_positions] = True
@@ -155,9 +156,8 @@ class CodesCollator:
         if self.depth_decoder_labels_ratio >= 1.0:
             return
         frames = candidates.nonzero()
-        count = int(len(frames) * (1 - self.depth_decoder_labels_ratio))
-        drawn = frames[torch.randperm(len(frames))[:count]]
-        labels[drawn[:, 0], drawn[:, 1], 1:] = IGNORE
+        drawn = frames[backbone_only_frames(len(frames), self.depth_decoder_labels_ratio)]
+        labels[drawn[:, 0], drawn[:, 1], 1:] = IGNORE_INDEX
 
 
 def codes_inputs_embeds(

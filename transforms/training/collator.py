@@ -8,8 +8,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..core.labels import IGNORE_INDEX
+
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "input_values", "input_values_cutoffs")
-IGNORE_INDEX = -100
 NO_CUTOFF = -1  # the processor pads input_values_cutoffs with -1
 
 

@@ -1,0 +1,79 @@
+"""The `datasets` features of every kind of row the transforms make, in one place.
+
+turn rows (the builder's)  --TurnAudio-->  + num_samples [+ audio_codes]
+    --group_conversations-->  one row per conversation, per-turn lists
+    --PlanWindows-->  + rendered, message_tokens, window_start, skipped
+    --ContextualSamples / CodesSamples-->  samples (`sample_features` / `codes_sample_features`)
+"""
+
+from __future__ import annotations
+
+import datasets
+
+PER_CONVERSATION = ("conversation_id", "language")  # one value per conversation row; every other column is per turn
+CODES = datasets.List(datasets.List(datasets.Value("int16")))  # one turn's codes: (frames, num_codebooks)
+PROCESSOR_ONLY_COLUMNS = ("input_values", "input_values_cutoffs", "labels")
+
+
+def turn_audio_features(turn_features: datasets.Features, with_codes: bool) -> datasets.Features:
+    """The builder's turn features (audio as a reference), plus each turn's length and, for codes, its codes."""
+    features = datasets.Features(dict(turn_features))
+    features["audio"] = datasets.Audio(decode=False)
+    features["num_samples"] = datasets.Value("int32")  # at the sampling rate of the samples
+    if with_codes:
+        features["audio_codes"] = CODES
+    return features
+
+
+def conversation_features(turn_features: datasets.Features) -> datasets.Features:
+    """Features of `group_conversations`' rows: per-conversation values, per-turn lists."""
+    return datasets.Features(
+        {
+            name: feature if name in PER_CONVERSATION else datasets.List(feature)
+            for name, feature in turn_features.items()
+        }
+    )
+
+
+def skip_feature() -> datasets.List:
+    return datasets.List(
+        {"turn_index": datasets.Value("int32"), "reason": datasets.Value("string"), "detail": datasets.Value("string")}
+    )
+
+
+def planned_features(conversation_features: datasets.Features) -> datasets.Features:
+    """Conversation rows with their plan: each turn's rendering, token count and window start (-1: no sample)."""
+    features = datasets.Features(dict(conversation_features))
+    features["rendered"] = datasets.List(datasets.Value("string"))
+    features["message_tokens"] = datasets.List(datasets.Value("int32"))
+    features["window_start"] = datasets.List(datasets.Value("int32"))
+    features["skipped"] = skip_feature()
+    return features
+
+
+def sample_features() -> datasets.Features:
+    """Processor-format samples: the processor's columns plus the metadata of the sample's window."""
+    return datasets.Features(
+        {
+            "conversation_id": datasets.Value("string"),
+            "language": datasets.Value("string"),
+            "turn_index": datasets.Value("int32"),
+            "speaker": datasets.Value("int32"),
+            "num_context_turns": datasets.Value("int32"),
+            "num_tokens": datasets.Value("int32"),
+            "audio_seconds": datasets.Value("float32"),  # all audio of the sample, context included
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "attention_mask": datasets.List(datasets.Value("int8")),
+            "labels": datasets.List(datasets.Value("int32")),
+            "input_values": datasets.List(datasets.Value("float32")),
+            "input_values_cutoffs": datasets.List(datasets.Value("int32")),
+        }
+    )
+
+
+def codes_sample_features() -> datasets.Features:
+    """The processor format's columns without audio and labels, plus each audio segment's codes."""
+    features = {name: feature for name, feature in sample_features().items() if name not in PROCESSOR_ONLY_COLUMNS}
+    # one (frames, num_codebooks) array per audio segment of the sample, in order; the last is the target turn
+    features["audio_codes"] = datasets.List(CODES)
+    return datasets.Features(features)

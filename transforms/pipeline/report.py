@@ -1,0 +1,121 @@
+"""The report of a prepare run (`prepare_report.json`) and the summary printed at its end.
+
+Every count comes from what the steps returned: corpus problems from the reader, skipped turns from the
+plans (`PlanWindows`), samples from the sample maps; nothing is planned a second time here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+
+from csm_synthetic.corpus import Corpus
+from csm_synthetic.environment import package_versions
+
+from ..core.plan import windows_of
+from .options import REPORT_NAME, PrepareOptions
+
+PLAN_COLUMNS = ["conversation_id", "num_samples", "message_tokens", "window_start", "skipped"]
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    planned: datasets.Dataset  # conversation rows with their plan (`transforms.maps.plan_conversations`)
+    samples: datasets.Dataset
+
+    @property
+    def planned_samples(self) -> int:
+        starts = self.planned.data.column("window_start").combine_chunks().flatten().to_numpy()
+        return int(np.sum(starts >= 0))
+
+    @classmethod
+    def concatenate(cls, results: list[SplitResult]) -> SplitResult:
+        return cls(
+            datasets.concatenate_datasets([result.planned for result in results]),
+            datasets.concatenate_datasets([result.samples for result in results]),
+        )
+
+
+def distribution(values, unit: str) -> dict:
+    if not len(values):
+        return {"count": 0}
+    array = np.asarray(values, dtype=np.float64)
+    return {
+        "count": int(array.size),
+        f"min_{unit}": round(float(array.min()), 3),
+        f"mean_{unit}": round(float(array.mean()), 3),
+        f"p50_{unit}": round(float(np.percentile(array, 50)), 3),
+        f"p95_{unit}": round(float(np.percentile(array, 95)), 3),
+        f"max_{unit}": round(float(array.max()), 3),
+        f"total_{unit}": round(float(array.sum()), 3),
+    }
+
+
+def plan_figures(planned: datasets.Dataset, sampling_rate: int) -> tuple[list[dict], list[int], list[float]]:
+    """Skipped turns, and the tokens and audio seconds of every planned sample, from the plans' columns."""
+    skipped, tokens, seconds = [], [], []
+    for row in planned.select_columns(PLAN_COLUMNS).to_list():
+        skipped += [{"conversation_id": row["conversation_id"], **skip} for skip in row["skipped"]]
+        for window in windows_of(row["window_start"], row["message_tokens"]):
+            tokens.append(window.num_tokens)
+            seconds.append(sum(row["num_samples"][window.start : window.target + 1]) / sampling_rate)
+    return skipped, tokens, seconds
+
+
+def build_report(options: PrepareOptions, corpus: Corpus, results: dict[str, SplitResult], seconds: float) -> dict:
+    skipped, sample_tokens, sample_seconds = [], [], []
+    for result in results.values():
+        split_skipped, split_tokens, split_seconds = plan_figures(result.planned, options.corpus.target_sampling_rate)
+        skipped += split_skipped
+        sample_tokens += split_tokens
+        sample_seconds += split_seconds
+    skipped.sort(key=lambda skip: (skip["conversation_id"], skip["turn_index"]))  # the corpus' order
+    turn_seconds = [turn.duration for conversation in corpus.conversations for turn in conversation.turns]
+    return {
+        "arguments": {**options.output_defining(), "output_dir": options.output_dir, "num_proc": options.num_proc},
+        "versions": package_versions(),
+        "counts": {
+            "conversations": len(corpus.conversations),
+            "turns": len(turn_seconds),
+            "samples": sum(len(result.samples) for result in results.values()),
+            "skipped_samples": len(skipped),
+            "problems": len(corpus.problems),
+            "by_split": {
+                split: {"conversations": len(result.planned), "samples": len(result.samples)}
+                for split, result in results.items()
+            },
+        },
+        "audio": {
+            "turn_seconds": distribution(turn_seconds, "seconds"),
+            "sample_seconds": distribution(sample_seconds, "seconds"),
+            "hours": round(sum(turn_seconds) / 3600, 4),
+        },
+        "tokens": {"sample_tokens": distribution(sample_tokens, "tokens")},
+        "elapsed_seconds": round(seconds, 2),
+        "problems": [problem.to_dict() for problem in corpus.problems],
+        "skipped": skipped,
+    }
+
+
+def format_summary(report: dict) -> str:
+    """The end-of-run summary for a terminal."""
+    counts, audio = report["counts"], report["audio"]
+    lines = [
+        "",
+        f"Prepared {counts['samples']} samples from {counts['conversations']} conversations "
+        f"({counts['turns']} turns, {audio['hours']:.2f} audio hours) in {report['elapsed_seconds']:.1f} s",
+    ]
+    for split, numbers in counts["by_split"].items():
+        lines.append(f"  {split:<10} {numbers['conversations']:>6} conversations {numbers['samples']:>8} samples")
+    tokens = report["tokens"]["sample_tokens"]
+    if tokens.get("count"):
+        lines.append(f"  tokens per sample: mean {tokens['mean_tokens']:.0f}, max {tokens['max_tokens']:.0f}")
+    lines.append(f"  skipped samples: {counts['skipped_samples']}   corpus problems: {counts['problems']}")
+    kinds: dict[str, int] = {}
+    for problem in report["problems"]:
+        kinds[problem["kind"]] = kinds.get(problem["kind"], 0) + 1
+    lines += [f"    {kind}: {count}" for kind, count in sorted(kinds.items())]
+    lines.append(f"  report: {report['arguments']['output_dir']}/{REPORT_NAME}")
+    return "\n".join(lines)
