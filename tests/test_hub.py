@@ -34,10 +34,10 @@ from csm_synthetic.corpus import read_corpus
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.export.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
 from transforms.testing.offline import build_offline_processor, build_tiny_model, save_offline_processor
-from transforms.pipeline.prepare import PrepareOptions, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import prepare_dataset_for_training  # prepared outputs are made through the command, whose flags are stable
 import push_to_hub  # the script is the command under test
 
 REPO_ID = "me/corpus"
@@ -103,16 +103,9 @@ def model_dir(work) -> Path:
 @pytest.fixture(scope="module")
 def prepared_dir(work, corpus, cache_dir, model_dir) -> Path:
     output = work / "prepared"
-    prepare(
-        PrepareOptions(
-            input_dir=str(corpus),
-            output_dir=str(output),
-            model_id=str(model_dir),
-            cache_dir=cache_dir,
-            batch_size=4,
-            **SPLIT_SETTINGS,
-        )
-    )
+    arguments = ["--input_dir", str(corpus), "--output_dir", str(output), "--model_id", str(model_dir)]
+    arguments += ["--cache_dir", cache_dir, "--batch_size", "4", "--num_proc", "1", *SPLIT_ARGUMENTS]
+    assert prepare_dataset_for_training.main(arguments) == 0
     return output
 
 
