@@ -32,7 +32,10 @@ from csm_synthetic.builder import available_configs, load_turns
 from transforms.export.card import BAR_COLOR, GEOMETRY, Histogram, bar_rectangles, read_histogram_png
 from csm_synthetic.corpus import read_corpus
 from csm_synthetic.testing.demo import create_demo_corpus
-from transforms.export.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
+from csm_synthetic.errors import ExitCode
+from csm_synthetic.settings import CorpusSettings
+from transforms.export.content import raw_corpus_content
+from transforms.export.repository import inspect_repository, stage_repository
 from transforms.testing.offline import build_offline_processor, build_tiny_model, save_offline_processor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,7 +247,7 @@ def test_raw_card_loading_snippet_runs(raw_repo, work, monkeypatch, capsys):
 
 def test_staging_twice_gives_identical_bytes(corpus, cache_dir, work):
     """Re-running an interrupted upload rebuilds the same files, so huggingface_hub skips what is committed."""
-    content = raw_corpus_content(corpus, cache_dir=cache_dir, **SPLIT_SETTINGS)
+    content = raw_corpus_content(corpus, cache_dir=cache_dir, settings=CorpusSettings(**SPLIT_SETTINGS))
     first = stage_repository(content, work / "stage_a", max_shard_size="40KB")
     second = stage_repository(content, work / "stage_b", max_shard_size="40KB")
     assert first.files == second.files
@@ -264,7 +267,7 @@ def test_to_dir_never_leaves_a_partial_or_replaces_foreign_folders(corpus, cache
 
     copy = tmp_path / "corpus"
     subprocess.run(["cp", "-r", str(corpus), str(copy)], check=True)
-    content = raw_corpus_content(copy, cache_dir=str(tmp_path / "cache"), **SPLIT_SETTINGS)
+    content = raw_corpus_content(copy, cache_dir=str(tmp_path / "cache"), settings=CorpusSettings(**SPLIT_SETTINGS))
     next(copy.rglob("*_speaker1.wav")).unlink()  # a file vanishes while the repository is written
     target = tmp_path / "repo"
     with pytest.raises(FileNotFoundError):

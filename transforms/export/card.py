@@ -30,31 +30,14 @@ from huggingface_hub import DatasetCardData
 
 from csm_synthetic.splits import split_rank
 
-CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
+from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
+
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
-FIGURES_DIR = "figures"
 HISTOGRAM_BINS = 30
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
 
 
-# --- layout of the repository (what the YAML header declares) ------------------------------------
-
-
-@dataclass(frozen=True)
-class SplitFiles:
-    split: str
-    patterns: tuple[str, ...]  # data_files globs, relative to the repository root
-    num_examples: int
-    num_bytes: int  # uncompressed Arrow size
-    download_bytes: int  # size of the Parquet files
-
-
-@dataclass(frozen=True)
-class ConfigLayout:
-    name: str
-    features: datasets.Features
-    splits: tuple[SplitFiles, ...]
-    default: bool = False
+# --- the YAML header -----------------------------------------------------------------------------
 
 
 def card_data(layouts: Sequence[ConfigLayout], languages: Sequence[str], pretty_name: str) -> DatasetCardData:
