@@ -6,17 +6,13 @@
     card.figures       # {"figures/turn_seconds.png": b"\\x89PNG..."}
 
 Every number and figure is computed here from the rows that are published (never from a separate
-summary), so the card cannot disagree with the data. Figures are PNGs drawn with numpy and written
-with zlib (no plotting library); each carries its bin edges and counts in a `tEXt` chunk, which
-`read_histogram_png` reads back.
+summary), so the card cannot disagree with the data. Figures are drawn by `figures.py` (matplotlib);
+each carries its bin edges and counts in a PNG text chunk, which `figures.read_histogram_png` reads back.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import struct
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,10 +26,10 @@ from huggingface_hub import DatasetCardData
 
 from csm_synthetic.splits import split_rank
 
+from .figures import histogram, histogram_png
 from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
 
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
-HISTOGRAM_BINS = 30
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
 
 
@@ -150,216 +146,6 @@ def target_turn_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> 
     return seconds
 
 
-# --- histogram figures ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Histogram:
-    title: str  # what is counted, e.g. "turns by duration (seconds)"
-    edges: tuple[float, ...]
-    counts: tuple[int, ...]
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
-
-
-def histogram(values: np.ndarray, title: str, bins: int = HISTOGRAM_BINS) -> Histogram:
-    array = np.asarray(values, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
-    if high <= low:
-        low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(array, bins=bins, range=(low, high))
-    return Histogram(title, tuple(float(edge) for edge in edges), tuple(int(count) for count in counts))
-
-
-@dataclass(frozen=True)
-class PlotGeometry:
-    width: int = 720
-    height: int = 400
-    left: int = 90
-    right: int = 20
-    top: int = 44
-    bottom: int = 56
-
-    @property
-    def plot_height(self) -> int:
-        return self.height - self.top - self.bottom
-
-    @property
-    def plot_width(self) -> int:
-        return self.width - self.left - self.right
-
-
-GEOMETRY = PlotGeometry()
-BACKGROUND = (255, 255, 255)
-BAR_COLOR = (52, 101, 164)
-INK = (0, 0, 0)
-
-
-def bar_rectangles(hist: Histogram, geometry: PlotGeometry = GEOMETRY) -> list[tuple[int, int, int, int]]:
-    """(x0, x1, y0, y1) pixel box of each bar, ends exclusive; an empty bin has y0 == y1."""
-    highest = max(hist.counts) or 1
-    bins = len(hist.counts)
-    baseline = geometry.top + geometry.plot_height
-    boxes = []
-    for index, count in enumerate(hist.counts):
-        x0 = geometry.left + index * geometry.plot_width // bins
-        x1 = geometry.left + (index + 1) * geometry.plot_width // bins - 1  # 1 px gap between bars
-        height = round(count / highest * geometry.plot_height)
-        boxes.append((x0 + 1, max(x0 + 2, x1), baseline - height, baseline))
-    return boxes
-
-
-def render_histogram_png(hist: Histogram, x_label: str, geometry: PlotGeometry = GEOMETRY) -> bytes:
-    """A bar chart of `hist` with tick labels, as PNG bytes (its numbers in a `tEXt` chunk)."""
-    image = np.empty((geometry.height, geometry.width, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
-    for x0, x1, y0, y1 in bar_rectangles(hist, geometry):
-        image[y0:y1, x0:x1] = BAR_COLOR
-    baseline = geometry.top + geometry.plot_height
-    image[geometry.top : baseline + 1, geometry.left] = INK  # y axis
-    image[baseline, geometry.left : geometry.left + geometry.plot_width + 1] = INK  # x axis
-    highest = max(hist.counts) or 1
-    for count in sorted({0, highest // 2, highest}):
-        y = baseline - round(count / highest * geometry.plot_height)
-        image[y, geometry.left - 5 : geometry.left] = INK
-        label = str(count)
-        draw_text(image, label, geometry.left - 8 - text_width(label), y - GLYPH_HEIGHT * SCALE // 2)
-    for fraction in (0.0, 0.5, 1.0):
-        x = geometry.left + round(fraction * geometry.plot_width)
-        image[baseline : baseline + 5, x] = INK
-        value = hist.edges[0] + fraction * (hist.edges[-1] - hist.edges[0])
-        label = format_tick(value)
-        x_text = min(max(x - text_width(label) // 2, 0), geometry.width - text_width(label))
-        draw_text(image, label, x_text, baseline + 9)
-    draw_text(image, x_label, geometry.left + (geometry.plot_width - text_width(x_label)) // 2, baseline + 32)
-    title = f"{hist.title}: {hist.total} in {len(hist.counts)} bins"
-    draw_text(image, title, (geometry.width - text_width(title)) // 2, 12)
-    metadata = {"title": hist.title, "x_label": x_label, "edges": list(hist.edges), "counts": list(hist.counts)}
-    return encode_png(image, {"histogram": json.dumps(metadata)})
-
-
-def format_tick(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def read_histogram_png(png: bytes) -> Histogram:
-    """The histogram a figure of `render_histogram_png` shows (from its `tEXt` chunk)."""
-    metadata = json.loads(png_text_chunks(png)["histogram"])
-    return Histogram(metadata["title"], tuple(metadata["edges"]), tuple(metadata["counts"]))
-
-
-# --- PNG encoding --------------------------------------------------------------------------------
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_chunk(kind: bytes, content: bytes) -> bytes:
-    return struct.pack(">I", len(content)) + kind + content + struct.pack(">I", zlib.crc32(kind + content))
-
-
-def encode_png(image: np.ndarray, texts: dict[str, str] | None = None) -> bytes:
-    """8-bit RGB PNG of an (height, width, 3) uint8 array; rows unfiltered (filter type 0)."""
-    height, width, _ = image.shape
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, width * 3)], axis=1)
-    chunks = [_png_chunk(b"IHDR", header)]
-    for keyword, text in (texts or {}).items():
-        chunks.append(_png_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1")))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return PNG_SIGNATURE + b"".join(chunks)
-
-
-def png_text_chunks(png: bytes) -> dict[str, str]:
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG file")
-    texts, position = {}, len(PNG_SIGNATURE)
-    while position < len(png):
-        (length,) = struct.unpack(">I", png[position : position + 4])
-        kind = png[position + 4 : position + 8]
-        content = png[position + 8 : position + 8 + length]
-        if kind == b"tEXt":
-            keyword, _, text = content.partition(b"\0")
-            texts[keyword.decode("latin-1")] = text.decode("latin-1")
-        position += 12 + length
-    return texts
-
-
-# --- a 5x7 bitmap font for tick labels and titles ------------------------------------------------
-
-GLYPH_WIDTH, GLYPH_HEIGHT, SCALE = 5, 7, 2
-_GLYPHS = {
-    "0": ".###./#...#/#..##/#.#.#/##..#/#...#/.###.",
-    "1": "..#../.##../..#../..#../..#../..#../.###.",
-    "2": ".###./#...#/....#/...#./..#../.#.../#####",
-    "3": "#####/...#./..#../...#./....#/#...#/.###.",
-    "4": "...#./..##./.#.#./#..#./#####/...#./...#.",
-    "5": "#####/#..../####./....#/....#/#...#/.###.",
-    "6": "..##./.#.../#..../####./#...#/#...#/.###.",
-    "7": "#####/....#/...#./..#../.#.../.#.../.#...",
-    "8": ".###./#...#/#...#/.###./#...#/#...#/.###.",
-    "9": ".###./#...#/#...#/.####/....#/...#./.##..",
-    ".": "...../...../...../...../...../.##../.##..",
-    ",": "...../...../...../...../.##../..#../.#...",
-    ":": "...../.##../.##../...../.##../.##../.....",
-    "-": "...../...../...../#####/...../...../.....",
-    "/": "...../....#/...#./..#../.#.../#..../.....",
-    "(": "...#./..#../.#.../.#.../.#.../..#../...#.",
-    ")": ".#.../..#../...#./...#./...#./..#../.#...",
-    " ": "...../...../...../...../...../...../.....",
-    "a": "...../...../.###./....#/.####/#...#/.####",
-    "b": "#..../#..../#.##./##..#/#...#/#...#/####.",
-    "c": "...../...../.###./#..../#..../#...#/.###.",
-    "d": "....#/....#/.##.#/#..##/#...#/#...#/.####",
-    "e": "...../...../.###./#...#/#####/#..../.###.",
-    "f": "..##./.#..#/.#.../###../.#.../.#.../.#...",
-    "g": "...../.####/#...#/#...#/.####/....#/.###.",
-    "h": "#..../#..../#.##./##..#/#...#/#...#/#...#",
-    "i": "..#../...../.##../..#../..#../..#../.###.",
-    "j": "...#./...../..##./...#./...#./#..#./.##..",
-    "k": "#..../#..../#..#./#.#../##.../#.#../#..#.",
-    "l": ".##../..#../..#../..#../..#../..#../.###.",
-    "m": "...../...../##.#./#.#.#/#.#.#/#...#/#...#",
-    "n": "...../...../#.##./##..#/#...#/#...#/#...#",
-    "o": "...../...../.###./#...#/#...#/#...#/.###.",
-    "p": "...../...../####./#...#/####./#..../#....",
-    "q": "...../...../.##.#/#..##/.####/....#/....#",
-    "r": "...../...../#.##./##..#/#..../#..../#....",
-    "s": "...../...../.###./#..../.###./....#/####.",
-    "t": ".#.../.#.../###../.#.../.#.../.#..#/..##.",
-    "u": "...../...../#...#/#...#/#...#/#..##/.##.#",
-    "v": "...../...../#...#/#...#/#...#/.#.#./..#..",
-    "w": "...../...../#...#/#...#/#.#.#/#.#.#/.#.#.",
-    "x": "...../...../#...#/.#.#./..#../.#.#./#...#",
-    "y": "...../...../#...#/#...#/.####/....#/.###.",
-    "z": "...../...../#####/...#./..#../.#.../#####",
-}
-_BITMAPS = {
-    char: np.array([[cell == "#" for cell in row] for row in rows.split("/")], dtype=bool)
-    for char, rows in _GLYPHS.items()
-}
-
-
-def text_width(text: str) -> int:
-    return len(text) * (GLYPH_WIDTH + 1) * SCALE
-
-
-def draw_text(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int] = INK) -> None:
-    """Draw `text` (lower-cased; unknown characters become blanks) with its top-left corner at (x, y)."""
-    for position, char in enumerate(text.lower()):
-        bitmap = _BITMAPS.get(char, _BITMAPS[" "])
-        scaled = np.kron(bitmap, np.ones((SCALE, SCALE), dtype=bool))
-        left = x + position * (GLYPH_WIDTH + 1) * SCALE
-        box = image[y : y + scaled.shape[0], left : left + scaled.shape[1]]
-        box[scaled[: box.shape[0], : box.shape[1]]] = color
-
-
 # --- card text helpers ---------------------------------------------------------------------------
 
 
@@ -444,8 +230,8 @@ class RawCorpusDescription:
                 all_seconds.append(seconds)
         ids, speakers, seconds = (np.concatenate(parts) for parts in (all_ids, all_speakers, all_seconds))
         total = group_counts(ids, speakers, seconds)
-        turn_hist = histogram(seconds, "turns by duration")
-        figures = {f"{FIGURES_DIR}/turn_seconds.png": render_histogram_png(turn_hist, "turn duration (seconds)")}
+        turn_hist = histogram(seconds, "turns by duration", "turn duration (seconds)")
+        figures = {f"{FIGURES_DIR}/turn_seconds.png": histogram_png(turn_hist)}
         languages = list(configs)
         metadata = card_data(layouts, languages, "CSM synthetic conversations (raw turns)")
         body = self.body(layouts, languages, groups, total, seconds, repo_id)
@@ -574,11 +360,11 @@ class PreparedDescription:
         tokens, turn_seconds, sample_seconds = (np.concatenate(p) for p in (tokens, turn_seconds, sample_seconds))
         groups = dict(sorted(groups.items(), key=lambda item: (item[0][0], split_rank(item[0][1]))))
         figures = {
-            f"{FIGURES_DIR}/sample_tokens.png": render_histogram_png(
-                histogram(tokens, "samples by length"), "tokens per sample"
+            f"{FIGURES_DIR}/sample_tokens.png": histogram_png(
+                histogram(tokens, "samples by length", "tokens per sample")
             ),
-            f"{FIGURES_DIR}/turn_seconds.png": render_histogram_png(
-                histogram(turn_seconds, "samples by target turn duration"), "target turn duration (seconds)"
+            f"{FIGURES_DIR}/turn_seconds.png": histogram_png(
+                histogram(turn_seconds, "samples by target turn duration", "target turn duration (seconds)")
             ),
         }
         languages = sorted({language for language, _ in groups})

@@ -45,6 +45,7 @@ from csm_synthetic.errors import CommandError, ExitCode, InputError
 from csm_synthetic.settings import CorpusSettings
 
 from .content import RepositoryContent, prepared_content, raw_corpus_content
+from .figures import require_matplotlib
 from .repository import (
     CARD_NAME,
     CARD_TAG,
@@ -312,6 +313,8 @@ def check_options(options: PublishOptions) -> None:
     if options.repo_id:
         check_repo_id(options.repo_id)
     parse_shard_size(options.max_shard_size)
+    if not options.staged_dir:
+        require_matplotlib()  # the card's figures need it: say so before any data is read
 
 
 def load_content(options: PublishOptions) -> RepositoryContent:
