@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from csm_synthetic.splits import split_rank
 from transforms.core.csm import DEFAULT_MODEL_ID
+from transforms.pipeline.options import CODES_FORMAT, PROCESSOR_FORMAT  # prepare's --format values
 
 from .figures import histogram, histogram_png
 from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
@@ -36,6 +38,7 @@ from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
 TEMPLATES = Path(__file__).parent / "templates"  # the prose of the cards (Jinja)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
+MIMI_FRAME_RATE = 12.5  # codes format: frames a second (Mimi: 1920 samples a frame at 24 kHz)
 
 
 # --- the YAML header -----------------------------------------------------------------------------
@@ -139,8 +142,12 @@ def distribution(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def target_turn_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> np.ndarray:
-    """Duration of each sample's last (target) turn, from its cumulative audio cutoffs (-1 = padding)."""
+# --- the sample formats of a prepared output ----------------------------------------------------
+
+
+def processor_target_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> np.ndarray:
+    """Processor format: each sample's last (target) turn's share of its audio, from the cumulative
+    `input_values_cutoffs` in samples (-1 = padding)."""
     seconds = np.zeros(len(audio_seconds), dtype=np.float64)
     for row, (total_seconds, ends) in enumerate(zip(audio_seconds, cutoffs.to_pylist())):
         ends = [end for end in ends if end >= 0]
@@ -149,6 +156,32 @@ def target_turn_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> 
         start = ends[-2] if len(ends) > 1 else 0
         seconds[row] = total_seconds * (ends[-1] - start) / ends[-1]
     return seconds
+
+
+def codes_target_seconds(audio_seconds: np.ndarray, audio_codes: pa.ChunkedArray) -> np.ndarray:
+    """Codes format: each sample's last (target) segment of `audio_codes`, in frames at Mimi's frame rate
+    (exact to a frame: a turn's last frame may be partly padding). Only list offsets are read, no code."""
+    frames = []
+    for chunk in audio_codes.chunks:
+        segments = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+        lengths = np.append(pc.list_value_length(chunk.flatten()).to_numpy(zero_copy_only=False), 0)
+        frames.append(np.where(segments > 0, lengths[np.cumsum(segments) - 1], 0))  # a row without segments: 0
+    return np.concatenate(frames or [np.zeros(0)]).astype(np.float64) / MIMI_FRAME_RATE
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """One of prepare's sample formats (its `--format`), as the card reads it."""
+
+    name: str
+    segments_column: str  # a list per row, an entry per audio segment, the target turn's last
+    target_seconds: Callable[[np.ndarray, pa.ChunkedArray], np.ndarray]  # (audio_seconds, that column) -> seconds
+
+
+SAMPLE_FORMATS = (
+    SampleFormat(PROCESSOR_FORMAT, "input_values_cutoffs", processor_target_seconds),
+    SampleFormat(CODES_FORMAT, "audio_codes", codes_target_seconds),
+)
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -238,18 +271,20 @@ class PreparedDescription:
     """What the card of prepared samples says beyond the rows: the prepare run's report."""
 
     report: dict  # prepare_report.json
+    sample_format: SampleFormat  # processor or codes
 
     def render(
         self, layouts: Sequence[ConfigLayout], configs: dict[str, dict[str, datasets.Dataset]], repo_id: str | None
     ) -> Card:
         ((_, splits),) = configs.items()
-        columns = ["conversation_id", "language", "speaker", "num_tokens", "audio_seconds", "input_values_cutoffs"]
+        segments = self.sample_format.segments_column
+        columns = ["conversation_id", "language", "speaker", "num_tokens", "audio_seconds", segments]
         groups, tokens, turn_seconds, sample_seconds = {}, [], [], []
         for split, dataset in splits.items():
             table = read_columns(dataset, columns)
             ids, speakers = numpy_column(table, "conversation_id"), numpy_column(table, "speaker")
             audio_seconds = numpy_column(table, "audio_seconds").astype(np.float64)
-            seconds = target_turn_seconds(audio_seconds, table.column("input_values_cutoffs"))
+            seconds = self.sample_format.target_seconds(audio_seconds, table.column(segments))
             languages = numpy_column(table, "language")
             for language in sorted(set(languages.tolist())):
                 rows = languages == language
@@ -274,6 +309,8 @@ class PreparedDescription:
             "prepared.md",
             card_data(layouts, languages, "CSM synthetic conversations (training samples)"),
             figures,
+            sample_format=self.sample_format.name,
+            frame_rate=MIMI_FRAME_RATE,
             languages=languages,
             num_samples=len(tokens),
             conversations=sum(c.conversations for c in groups.values()),

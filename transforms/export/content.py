@@ -4,7 +4,8 @@
     content = prepared_content("prepared")                                       # one `default` config
 
 A `RepositoryContent` is the rows of each config and split plus the description that renders the card;
-`repository.py` writes it, whatever it holds.
+`repository.py` writes it, whatever it holds. A prepared output is in one of prepare's sample formats,
+told apart here by its columns (`card.SAMPLE_FORMATS`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
 from transforms.pipeline.options import REPORT_NAME  # the prepare step owns the name of its report
 
-from .card import PreparedDescription, RawCorpusDescription
+from .card import SAMPLE_FORMATS, PreparedDescription, RawCorpusDescription, SampleFormat
 from .repository import check_config_name, ordered_splits
 
 logger = logging.getLogger(__name__)
@@ -122,4 +123,17 @@ def prepared_content(prepared_dir: str | os.PathLike) -> RepositoryContent:
     if not splits:
         raise InputError(f"--prepared_dir {str(folder)!r} holds no samples")
     config = ConfigContent(PREPARED_CONFIG, ordered_splits(splits), default=True)
-    return RepositoryContent((config,), PreparedDescription(report))
+    found = sample_format(next(iter(splits.values())).features, folder)
+    return RepositoryContent((config,), PreparedDescription(report, found))
+
+
+def sample_format(features: datasets.Features, folder: Path) -> SampleFormat:
+    """The format of prepared rows: the one whose audio segments column they have."""
+    found = [known for known in SAMPLE_FORMATS if known.segments_column in features]
+    if len(found) != 1:
+        expected = ", ".join(f"{known.name} ({known.segments_column})" for known in SAMPLE_FORMATS)
+        raise InputError(
+            f"--prepared_dir {str(folder)!r} has the columns {list(features)}: not one of prepare's sample "
+            f"formats, each told by one column: {expected}"
+        )
+    return found[0]
