@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import io
+import json
 import os
 import re
 import socket
@@ -31,9 +31,9 @@ from PIL import Image
 
 from csm_synthetic.builder import available_configs, load_turns
 from csm_synthetic.corpus import read_corpus
-from csm_synthetic.testing.demo import create_demo_corpus
 from csm_synthetic.errors import ExitCode
 from csm_synthetic.settings import CorpusSettings
+from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.export.content import raw_corpus_content
 from transforms.export.figures import BAR_COLOR, read_histogram_png
 from transforms.export.repository import inspect_repository, stage_repository
@@ -295,7 +295,8 @@ def test_prepared_card_shows_the_report_and_token_lengths(prepared, work):
     loaded = load_repo(prepared.repo, None, work)
     tokens = np.concatenate([np.asarray(loaded[split]["num_tokens"]) for split in loaded])
     assert table_count(text, "samples") == len(tokens) == report["counts"]["samples"]
-    assert f"| sample format | {prepared.sample_format} |" in text and f"in the `{prepared.sample_format}` format" in text
+    assert f"| sample format | {prepared.sample_format} |" in text
+    assert f"in the `{prepared.sample_format}` format" in text
     assert f"`{report['arguments']['max_tokens']}`" in text and f"`{report['versions']['transformers']}`" in text
     assert str(prepared.output) not in text  # local paths are not published
     for kind, count in Counter(problem["kind"] for problem in report["problems"]).items():

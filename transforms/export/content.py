@@ -51,9 +51,10 @@ class RepositoryContent:
 
 
 def raw_corpus_content(
-    input_dir: str | os.PathLike, cache_dir: str | None = None, settings: CorpusSettings = CorpusSettings()
+    input_dir: str | os.PathLike, cache_dir: str | None = None, settings: CorpusSettings | None = None
 ) -> RepositoryContent:
     """The raw corpus through the builder: one config per language, `all` (default) made of them."""
+    settings = settings or CorpusSettings()
     if not Path(input_dir).is_dir():
         raise InputError(f"--input_dir {str(input_dir)!r} does not exist or is not a folder")
     languages = available_configs(input_dir)[1:]

@@ -131,7 +131,9 @@ def hub_errors(repo_id: str, endpoint: str, uploading: bool = False) -> Iterator
         ) from error
 
 
-def http_status_error(status: int | None, repo_id: str, endpoint: str, error: HfHubHTTPError, resume: str) -> CommandError:
+def http_status_error(
+    status: int | None, repo_id: str, endpoint: str, error: HfHubHTTPError, resume: str
+) -> CommandError:
     namespace = repo_id.split("/")[0] if "/" in repo_id else "your user namespace"
     server = error.server_message or first_line(error)
     if status == 401:
