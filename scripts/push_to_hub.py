@@ -18,9 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import fields
 
-from csm_synthetic.cli import HelpFormatter, add_corpus_arguments
-from transforms.export.hub import DEFAULT_MAX_SHARD_SIZE, ExitCode, HubError, PublishOptions, PublishResult, publish
+from csm_synthetic.cli import HelpFormatter, add_corpus_arguments, corpus_settings, run
+from csm_synthetic.errors import ExitCode
+from transforms.export.hub import DEFAULT_MAX_SHARD_SIZE, PublishOptions, print_summary, publish
 
 EPILOG = f"""\
 examples:
@@ -31,6 +33,7 @@ examples:
 exit status: 0 done, {ExitCode.USAGE} bad arguments or input, {ExitCode.AUTH} no token / token rejected / permission
 denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout, Hub refused, or upload incomplete
 """
+INTERRUPTED = "interrupted: nothing was left looking complete; re-run the same command to continue"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,39 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_arguments(arguments: argparse.Namespace) -> PublishOptions:
-    return PublishOptions(**{name: getattr(arguments, name) for name in PublishOptions.__dataclass_fields__})
-
-
-def print_summary(result: PublishResult) -> None:
-    staged = result.staged
-    data_files = [path for path in staged.files if path.startswith("data/")]
-    print()
-    if result.repo_url:
-        print(f"Uploaded {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {result.repo_url}")
-        print(f"  last commit: {result.commit_url}")
-        where = result.repo_url.split("/datasets/", 1)[-1]
-    else:
-        print(f"Wrote {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {staged.folder}")
-        where = str(staged.folder)
-    print(f"  configs: {', '.join(staged.config_names)} ({len(data_files)} Parquet shards)")
-    print(f'  load with: datasets.load_dataset("{where}", "{staged.config_names[-1]}")')
+    names = [field.name for field in fields(PublishOptions) if field.name != "settings"]
+    return PublishOptions(**{name: getattr(arguments, name) for name in names}, settings=corpus_settings(arguments))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("csm_synthetic").setLevel(logging.INFO)
-    try:
-        result = publish(options_from_arguments(arguments))
-    except HubError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: nothing was left looking complete; re-run the same command to continue", file=sys.stderr)
-        return 130
-    print_summary(result)
-    return 0
+    arguments = build_parser().parse_args(argv)
+    logging.getLogger("transforms.export").setLevel(logging.INFO)
+    return run(lambda: print_summary(publish(options_from_arguments(arguments))), interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -7,16 +7,16 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import threading
-import zlib
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,17 +27,26 @@ import numpy as np
 import pytest
 import yaml
 from huggingface_hub import DatasetCard
+from PIL import Image
 
 from csm_synthetic.builder import available_configs, load_turns
-from transforms.export.card import BAR_COLOR, GEOMETRY, Histogram, bar_rectangles, read_histogram_png
 from csm_synthetic.corpus import read_corpus
+from csm_synthetic.errors import ExitCode
+from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.testing.demo import create_demo_corpus
-from transforms.export.hub import ExitCode, inspect_repository, raw_corpus_content, stage_repository
-from transforms.testing.offline import build_offline_processor, build_tiny_model, save_offline_processor
-from transforms.pipeline.prepare import PrepareOptions, prepare
+from transforms.export.content import raw_corpus_content
+from transforms.export.figures import BAR_COLOR, read_histogram_png
+from transforms.export.repository import inspect_repository, stage_repository
+from transforms.testing.offline import (
+    build_offline_processor,
+    build_tiny_codec,
+    build_tiny_model,
+    save_offline_processor,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import prepare_dataset_for_training  # prepared outputs are made through the command, whose flags are stable
 import push_to_hub  # the script is the command under test
 
 REPO_ID = "me/corpus"
@@ -100,30 +109,27 @@ def model_dir(work) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def prepared_dir(work, corpus, cache_dir, model_dir) -> Path:
-    output = work / "prepared"
-    prepare(
-        PrepareOptions(
-            input_dir=str(corpus),
-            output_dir=str(output),
-            model_id=str(model_dir),
-            cache_dir=cache_dir,
-            batch_size=4,
-            **SPLIT_SETTINGS,
-        )
-    )
-    return output
+@dataclass(frozen=True)
+class Prepared:
+    sample_format: str  # prepare's --format
+    output: Path  # prepare's --output_dir
+    repo: Path  # its repository, written with --to_dir
 
 
-@pytest.fixture(scope="module")
-def prepared_repo(work, prepared_dir) -> Path:
-    target = work / "prepared_repo"
-    assert (
-        push_to_hub.main(["--prepared_dir", str(prepared_dir), "--to_dir", str(target), "--max_shard_size", "200KB"])
-        == 0
-    )
-    return target
+@pytest.fixture(scope="module", params=["processor", "codes"])
+def prepared(request, work, corpus, cache_dir, model_dir) -> Prepared:
+    """A prepared output of each sample format (made by the prepare command) and its published repository."""
+    sample_format, output = request.param, work / f"prepared_{request.param}"
+    arguments = ["--input_dir", str(corpus), "--output_dir", str(output), "--model_id", str(model_dir)]
+    arguments += ["--cache_dir", cache_dir, "--batch_size", "4", "--num_proc", "1", *SPLIT_ARGUMENTS]
+    if sample_format == "codes":
+        codec = work / "codec"  # a tiny Mimi with the tiny model's 4 codebooks
+        build_tiny_codec().save_pretrained(str(codec))
+        arguments += ["--format", "codes", "--codec_model_id", str(codec), "--device", "cpu"]
+    assert prepare_dataset_for_training.main(arguments) == 0
+    repo = work / f"{sample_format}_repo"
+    assert push_to_hub.main(["--prepared_dir", str(output), "--to_dir", str(repo), "--max_shard_size", "200KB"]) == 0
+    return Prepared(sample_format, output, repo)
 
 
 def load_repo(repo: Path, config: str | None, work: Path) -> datasets.DatasetDict:
@@ -140,22 +146,6 @@ def card_of(repo: Path) -> DatasetCard:
 
 def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-def decode_png(png: bytes) -> np.ndarray:
-    """RGB pixels of a PNG written with unfiltered rows (what card.encode_png writes)."""
-    position, idat, width, height = 8, b"", 0, 0
-    while position < len(png):
-        (length,) = struct.unpack(">I", png[position : position + 4])
-        kind, content = png[position + 4 : position + 8], png[position + 8 : position + 8 + length]
-        if kind == b"IHDR":
-            width, height = struct.unpack(">II", content[:8])
-        elif kind == b"IDAT":
-            idat += content
-        position += 12 + length
-    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + width * 3)
-    assert not rows[:, 0].any(), "unexpected PNG row filter"
-    return rows[:, 1:].reshape(height, width, 3)
 
 
 def table_count(text: str, label: str) -> int:
@@ -226,19 +216,24 @@ def test_raw_card_numbers_and_figure_match_the_data(raw_repo, corpus, work):
     counts, _ = np.histogram(durations, bins=len(hist.counts), range=(hist.edges[0], hist.edges[-1]))
     assert list(hist.counts) == counts.tolist() and hist.total == len(durations)
     assert hist.edges[0] == pytest.approx(durations.min()) and hist.edges[-1] == pytest.approx(durations.max())
-    assert_bars_show_counts(decode_png(png), hist.counts)
+    assert_bars_show_counts(png, hist.counts)
 
 
-def assert_bars_show_counts(pixels: np.ndarray, counts) -> None:
-    """Measure each bar in the image: its height in pixels is its count scaled to the tallest bar."""
-    is_bar = np.all(pixels == np.array(BAR_COLOR, dtype=np.uint8), axis=2)
-    for (x0, x1, _, _), count in zip(bar_rectangles_for(counts), counts):
-        measured = int(is_bar[:, (x0 + x1) // 2].sum())
-        assert measured == round(count / max(counts) * GEOMETRY.plot_height)
-
-
-def bar_rectangles_for(counts):
-    return bar_rectangles(Histogram("", tuple(range(len(counts) + 1)), tuple(counts)))
+def assert_bars_show_counts(png: bytes, counts) -> None:
+    """Measure the bars in the image: left to right, their heights in pixels grow in line with the counts."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    is_bar = np.all(pixels == np.array([int(BAR_COLOR[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.uint8), axis=2)
+    columns = np.flatnonzero(is_bar.any(axis=0))
+    bars = np.split(columns, np.flatnonzero(np.diff(columns) > 1) + 1)  # white edges part the bars
+    heights = [int(is_bar[:, bar[len(bar) // 2]].sum()) for bar in bars]
+    shown = [count for count in counts if count]  # an empty bin has no bar
+    assert len(heights) == len(shown)
+    if len(set(shown)) > 1:
+        scale, offset = np.polyfit(shown, heights, 1)
+        assert scale > 0 and abs(offset) < 6  # a few pixels go to the bars' white edges and the x axis
+        assert np.max(np.abs(np.polyval((scale, offset), shown) - heights)) < 1.5
+    else:
+        assert len(set(heights)) == 1
 
 
 def test_raw_card_loading_snippet_runs(raw_repo, work, monkeypatch, capsys):
@@ -251,7 +246,7 @@ def test_raw_card_loading_snippet_runs(raw_repo, work, monkeypatch, capsys):
 
 def test_staging_twice_gives_identical_bytes(corpus, cache_dir, work):
     """Re-running an interrupted upload rebuilds the same files, so huggingface_hub skips what is committed."""
-    content = raw_corpus_content(corpus, cache_dir=cache_dir, **SPLIT_SETTINGS)
+    content = raw_corpus_content(corpus, cache_dir=cache_dir, settings=CorpusSettings(**SPLIT_SETTINGS))
     first = stage_repository(content, work / "stage_a", max_shard_size="40KB")
     second = stage_repository(content, work / "stage_b", max_shard_size="40KB")
     assert first.files == second.files
@@ -271,7 +266,7 @@ def test_to_dir_never_leaves_a_partial_or_replaces_foreign_folders(corpus, cache
 
     copy = tmp_path / "corpus"
     subprocess.run(["cp", "-r", str(corpus), str(copy)], check=True)
-    content = raw_corpus_content(copy, cache_dir=str(tmp_path / "cache"), **SPLIT_SETTINGS)
+    content = raw_corpus_content(copy, cache_dir=str(tmp_path / "cache"), settings=CorpusSettings(**SPLIT_SETTINGS))
     next(copy.rglob("*_speaker1.wav")).unlink()  # a file vanishes while the repository is written
     target = tmp_path / "repo"
     with pytest.raises(FileNotFoundError):
@@ -282,43 +277,67 @@ def test_to_dir_never_leaves_a_partial_or_replaces_foreign_folders(corpus, cache
 # --- prepared samples ----------------------------------------------------------------------------
 
 
-def test_prepared_round_trip_gives_the_same_samples(prepared_repo, prepared_dir, work):
-    source = datasets.load_from_disk(str(prepared_dir))
-    loaded = load_repo(prepared_repo, None, work)
+def test_prepared_round_trip_gives_the_same_samples(prepared, work):
+    source = datasets.load_from_disk(str(prepared.output))
+    loaded = load_repo(prepared.repo, None, work)
     assert list(loaded) == list(source)
     for split in source:
         assert loaded[split].features == source[split].features
         assert loaded[split].to_list() == source[split].to_list()
-    data = card_of(prepared_repo).data
+    assert ("audio_codes" in source[split].features) == (prepared.sample_format == "codes")
+    data = card_of(prepared.repo).data
     assert [entry["config_name"] for entry in data.configs] == ["default"]
 
 
-def test_prepared_card_shows_the_report_and_token_lengths(prepared_repo, prepared_dir, work):
-    report = json.loads((prepared_dir / "prepare_report.json").read_text())
-    text = (prepared_repo / "README.md").read_text(encoding="utf-8")
-    loaded = load_repo(prepared_repo, None, work)
+def test_prepared_card_shows_the_report_and_token_lengths(prepared, work):
+    report = json.loads((prepared.output / "prepare_report.json").read_text())
+    text = (prepared.repo / "README.md").read_text(encoding="utf-8")
+    loaded = load_repo(prepared.repo, None, work)
     tokens = np.concatenate([np.asarray(loaded[split]["num_tokens"]) for split in loaded])
     assert table_count(text, "samples") == len(tokens) == report["counts"]["samples"]
+    assert f"| sample format | {prepared.sample_format} |" in text
+    assert f"in the `{prepared.sample_format}` format" in text
     assert f"`{report['arguments']['max_tokens']}`" in text and f"`{report['versions']['transformers']}`" in text
-    assert str(prepared_dir) not in text  # local paths are not published
+    assert str(prepared.output) not in text  # local paths are not published
     for kind, count in Counter(problem["kind"] for problem in report["problems"]).items():
         assert table_count(text, kind) == count
 
-    png = (prepared_repo / "figures" / "sample_tokens.png").read_bytes()
+    png = (prepared.repo / "figures" / "sample_tokens.png").read_bytes()
     hist = read_histogram_png(png)
     counts, _ = np.histogram(tokens, bins=len(hist.counts), range=(hist.edges[0], hist.edges[-1]))
     assert list(hist.counts) == counts.tolist()
     assert (hist.edges[0], hist.edges[-1]) == (tokens.min(), tokens.max())
-    assert_bars_show_counts(decode_png(png), hist.counts)
-    turn_hist = read_histogram_png((prepared_repo / "figures" / "turn_seconds.png").read_bytes())
-    assert turn_hist.total == len(tokens)
+    assert_bars_show_counts(png, hist.counts)
 
 
-def test_prepared_card_training_snippet_runs(prepared_repo, model_dir, work, monkeypatch, capsys):
+def test_prepared_card_target_turn_durations_are_those_of_the_target_turns(prepared, corpus, cache_dir, work):
+    """Measured from each format's own columns (audio cutoffs, or codes frames), checked against the corpus."""
+    turns = load_turns(corpus, cache_dir=cache_dir, **SPLIT_SETTINGS)
+    duration = {
+        (row["conversation_id"], row["turn_index"]): row["duration"]
+        for split in turns
+        for row in turns[split].select_columns(["conversation_id", "turn_index", "duration"]).to_list()
+    }
+    samples = load_repo(prepared.repo, None, work)
+    targets = np.array(
+        [
+            duration[key]
+            for split in samples
+            for key in zip(samples[split]["conversation_id"], samples[split]["turn_index"])
+        ]
+    )
+    hist = read_histogram_png((prepared.repo / "figures" / "turn_seconds.png").read_bytes())
+    assert hist.total == len(targets)
+    frame = 1 / 12.5  # a codes turn counts whole Mimi frames: up to one frame more than its audio
+    low, high = (-1e-3, 1e-3) if prepared.sample_format == "processor" else (-1e-3, frame)
+    assert low <= hist.edges[0] - targets.min() <= high and low <= hist.edges[-1] - targets.max() <= high
+
+
+def test_prepared_card_training_snippet_runs(prepared, model_dir, work, monkeypatch, capsys):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(work / "snippet_cache"))
-    (snippet,) = python_blocks((prepared_repo / "README.md").read_text(encoding="utf-8"))
+    (snippet,) = python_blocks((prepared.repo / "README.md").read_text(encoding="utf-8"))
     assert f'from_pretrained("{model_dir}")' in snippet  # the model of the prepare run
-    exec(snippet.replace("<your-name>/<dataset-name>", str(prepared_repo)), {})  # noqa: S102
+    exec(snippet.replace("<your-name>/<dataset-name>", str(prepared.repo)), {})  # noqa: S102
     losses = re.findall(r"loss (\d+\.\d+)", capsys.readouterr().out)
     assert len(losses) == 2 and all(np.isfinite(float(loss)) for loss in losses)
 

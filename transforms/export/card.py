@@ -6,55 +6,42 @@
     card.figures       # {"figures/turn_seconds.png": b"\\x89PNG..."}
 
 Every number and figure is computed here from the rows that are published (never from a separate
-summary), so the card cannot disagree with the data. Figures are PNGs drawn with numpy and written
-with zlib (no plotting library); each carries its bin edges and counts in a `tEXt` chunk, which
-`read_histogram_png` reads back.
+summary), so the card cannot disagree with the data. The prose is in `templates/raw.md` and
+`templates/prepared.md` (Jinja, rendered by `DatasetCard.from_template` below the YAML header of
+`card_data`); they get plain values from here. Figures are drawn by `figures.py` (matplotlib); each
+carries its bin edges and counts in a PNG text chunk, which `figures.read_histogram_png` reads back.
 """
 
 from __future__ import annotations
 
-import json
 import re
-import struct
-import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
-from huggingface_hub import DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from csm_synthetic.splits import split_rank
+from transforms.core.csm import DEFAULT_MODEL_ID
+from transforms.pipeline.options import CODES_FORMAT, PROCESSOR_FORMAT  # prepare's --format values
 
-CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
+from .figures import histogram, histogram_png
+from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
+
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
-FIGURES_DIR = "figures"
-HISTOGRAM_BINS = 30
+TEMPLATES = Path(__file__).parent / "templates"  # the prose of the cards (Jinja)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
+MIMI_FRAME_RATE = 12.5  # codes format: frames a second (Mimi: 1920 samples a frame at 24 kHz)
 
 
-# --- layout of the repository (what the YAML header declares) ------------------------------------
-
-
-@dataclass(frozen=True)
-class SplitFiles:
-    split: str
-    patterns: tuple[str, ...]  # data_files globs, relative to the repository root
-    num_examples: int
-    num_bytes: int  # uncompressed Arrow size
-    download_bytes: int  # size of the Parquet files
-
-
-@dataclass(frozen=True)
-class ConfigLayout:
-    name: str
-    features: datasets.Features
-    splits: tuple[SplitFiles, ...]
-    default: bool = False
+# --- the YAML header -----------------------------------------------------------------------------
 
 
 def card_data(layouts: Sequence[ConfigLayout], languages: Sequence[str], pretty_name: str) -> DatasetCardData:
@@ -155,8 +142,12 @@ def distribution(values: np.ndarray) -> dict[str, float]:
     }
 
 
-def target_turn_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> np.ndarray:
-    """Duration of each sample's last (target) turn, from its cumulative audio cutoffs (-1 = padding)."""
+# --- the sample formats of a prepared output ----------------------------------------------------
+
+
+def processor_target_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> np.ndarray:
+    """Processor format: each sample's last (target) turn's share of its audio, from the cumulative
+    `input_values_cutoffs` in samples (-1 = padding)."""
     seconds = np.zeros(len(audio_seconds), dtype=np.float64)
     for row, (total_seconds, ends) in enumerate(zip(audio_seconds, cutoffs.to_pylist())):
         ends = [end for end in ends if end >= 0]
@@ -167,217 +158,33 @@ def target_turn_seconds(audio_seconds: np.ndarray, cutoffs: pa.ChunkedArray) -> 
     return seconds
 
 
-# --- histogram figures ---------------------------------------------------------------------------
+def codes_target_seconds(audio_seconds: np.ndarray, audio_codes: pa.ChunkedArray) -> np.ndarray:
+    """Codes format: each sample's last (target) segment of `audio_codes`, in frames at Mimi's frame rate
+    (exact to a frame: a turn's last frame may be partly padding). Only list offsets are read, no code."""
+    frames = []
+    for chunk in audio_codes.chunks:
+        segments = pc.list_value_length(chunk).to_numpy(zero_copy_only=False)
+        lengths = np.append(pc.list_value_length(chunk.flatten()).to_numpy(zero_copy_only=False), 0)
+        frames.append(np.where(segments > 0, lengths[np.cumsum(segments) - 1], 0))  # a row without segments: 0
+    return np.concatenate(frames or [np.zeros(0)]).astype(np.float64) / MIMI_FRAME_RATE
 
 
 @dataclass(frozen=True)
-class Histogram:
-    title: str  # what is counted, e.g. "turns by duration (seconds)"
-    edges: tuple[float, ...]
-    counts: tuple[int, ...]
+class SampleFormat:
+    """One of prepare's sample formats (its `--format`), as the card reads it."""
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts)
+    name: str
+    segments_column: str  # a list per row, an entry per audio segment, the target turn's last
+    target_seconds: Callable[[np.ndarray, pa.ChunkedArray], np.ndarray]  # (audio_seconds, that column) -> seconds
 
 
-def histogram(values: np.ndarray, title: str, bins: int = HISTOGRAM_BINS) -> Histogram:
-    array = np.asarray(values, dtype=np.float64)
-    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 1.0)
-    if high <= low:
-        low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(array, bins=bins, range=(low, high))
-    return Histogram(title, tuple(float(edge) for edge in edges), tuple(int(count) for count in counts))
+SAMPLE_FORMATS = (
+    SampleFormat(PROCESSOR_FORMAT, "input_values_cutoffs", processor_target_seconds),
+    SampleFormat(CODES_FORMAT, "audio_codes", codes_target_seconds),
+)
 
 
-@dataclass(frozen=True)
-class PlotGeometry:
-    width: int = 720
-    height: int = 400
-    left: int = 90
-    right: int = 20
-    top: int = 44
-    bottom: int = 56
-
-    @property
-    def plot_height(self) -> int:
-        return self.height - self.top - self.bottom
-
-    @property
-    def plot_width(self) -> int:
-        return self.width - self.left - self.right
-
-
-GEOMETRY = PlotGeometry()
-BACKGROUND = (255, 255, 255)
-BAR_COLOR = (52, 101, 164)
-INK = (0, 0, 0)
-
-
-def bar_rectangles(hist: Histogram, geometry: PlotGeometry = GEOMETRY) -> list[tuple[int, int, int, int]]:
-    """(x0, x1, y0, y1) pixel box of each bar, ends exclusive; an empty bin has y0 == y1."""
-    highest = max(hist.counts) or 1
-    bins = len(hist.counts)
-    baseline = geometry.top + geometry.plot_height
-    boxes = []
-    for index, count in enumerate(hist.counts):
-        x0 = geometry.left + index * geometry.plot_width // bins
-        x1 = geometry.left + (index + 1) * geometry.plot_width // bins - 1  # 1 px gap between bars
-        height = round(count / highest * geometry.plot_height)
-        boxes.append((x0 + 1, max(x0 + 2, x1), baseline - height, baseline))
-    return boxes
-
-
-def render_histogram_png(hist: Histogram, x_label: str, geometry: PlotGeometry = GEOMETRY) -> bytes:
-    """A bar chart of `hist` with tick labels, as PNG bytes (its numbers in a `tEXt` chunk)."""
-    image = np.empty((geometry.height, geometry.width, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
-    for x0, x1, y0, y1 in bar_rectangles(hist, geometry):
-        image[y0:y1, x0:x1] = BAR_COLOR
-    baseline = geometry.top + geometry.plot_height
-    image[geometry.top : baseline + 1, geometry.left] = INK  # y axis
-    image[baseline, geometry.left : geometry.left + geometry.plot_width + 1] = INK  # x axis
-    highest = max(hist.counts) or 1
-    for count in sorted({0, highest // 2, highest}):
-        y = baseline - round(count / highest * geometry.plot_height)
-        image[y, geometry.left - 5 : geometry.left] = INK
-        label = str(count)
-        draw_text(image, label, geometry.left - 8 - text_width(label), y - GLYPH_HEIGHT * SCALE // 2)
-    for fraction in (0.0, 0.5, 1.0):
-        x = geometry.left + round(fraction * geometry.plot_width)
-        image[baseline : baseline + 5, x] = INK
-        value = hist.edges[0] + fraction * (hist.edges[-1] - hist.edges[0])
-        label = format_tick(value)
-        x_text = min(max(x - text_width(label) // 2, 0), geometry.width - text_width(label))
-        draw_text(image, label, x_text, baseline + 9)
-    draw_text(image, x_label, geometry.left + (geometry.plot_width - text_width(x_label)) // 2, baseline + 32)
-    title = f"{hist.title}: {hist.total} in {len(hist.counts)} bins"
-    draw_text(image, title, (geometry.width - text_width(title)) // 2, 12)
-    metadata = {"title": hist.title, "x_label": x_label, "edges": list(hist.edges), "counts": list(hist.counts)}
-    return encode_png(image, {"histogram": json.dumps(metadata)})
-
-
-def format_tick(value: float) -> str:
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def read_histogram_png(png: bytes) -> Histogram:
-    """The histogram a figure of `render_histogram_png` shows (from its `tEXt` chunk)."""
-    metadata = json.loads(png_text_chunks(png)["histogram"])
-    return Histogram(metadata["title"], tuple(metadata["edges"]), tuple(metadata["counts"]))
-
-
-# --- PNG encoding --------------------------------------------------------------------------------
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_chunk(kind: bytes, content: bytes) -> bytes:
-    return struct.pack(">I", len(content)) + kind + content + struct.pack(">I", zlib.crc32(kind + content))
-
-
-def encode_png(image: np.ndarray, texts: dict[str, str] | None = None) -> bytes:
-    """8-bit RGB PNG of an (height, width, 3) uint8 array; rows unfiltered (filter type 0)."""
-    height, width, _ = image.shape
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = np.concatenate([np.zeros((height, 1), dtype=np.uint8), image.reshape(height, width * 3)], axis=1)
-    chunks = [_png_chunk(b"IHDR", header)]
-    for keyword, text in (texts or {}).items():
-        chunks.append(_png_chunk(b"tEXt", keyword.encode("latin-1") + b"\0" + text.encode("latin-1")))
-    chunks.append(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)))
-    chunks.append(_png_chunk(b"IEND", b""))
-    return PNG_SIGNATURE + b"".join(chunks)
-
-
-def png_text_chunks(png: bytes) -> dict[str, str]:
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG file")
-    texts, position = {}, len(PNG_SIGNATURE)
-    while position < len(png):
-        (length,) = struct.unpack(">I", png[position : position + 4])
-        kind = png[position + 4 : position + 8]
-        content = png[position + 8 : position + 8 + length]
-        if kind == b"tEXt":
-            keyword, _, text = content.partition(b"\0")
-            texts[keyword.decode("latin-1")] = text.decode("latin-1")
-        position += 12 + length
-    return texts
-
-
-# --- a 5x7 bitmap font for tick labels and titles ------------------------------------------------
-
-GLYPH_WIDTH, GLYPH_HEIGHT, SCALE = 5, 7, 2
-_GLYPHS = {
-    "0": ".###./#...#/#..##/#.#.#/##..#/#...#/.###.",
-    "1": "..#../.##../..#../..#../..#../..#../.###.",
-    "2": ".###./#...#/....#/...#./..#../.#.../#####",
-    "3": "#####/...#./..#../...#./....#/#...#/.###.",
-    "4": "...#./..##./.#.#./#..#./#####/...#./...#.",
-    "5": "#####/#..../####./....#/....#/#...#/.###.",
-    "6": "..##./.#.../#..../####./#...#/#...#/.###.",
-    "7": "#####/....#/...#./..#../.#.../.#.../.#...",
-    "8": ".###./#...#/#...#/.###./#...#/#...#/.###.",
-    "9": ".###./#...#/#...#/.####/....#/...#./.##..",
-    ".": "...../...../...../...../...../.##../.##..",
-    ",": "...../...../...../...../.##../..#../.#...",
-    ":": "...../.##../.##../...../.##../.##../.....",
-    "-": "...../...../...../#####/...../...../.....",
-    "/": "...../....#/...#./..#../.#.../#..../.....",
-    "(": "...#./..#../.#.../.#.../.#.../..#../...#.",
-    ")": ".#.../..#../...#./...#./...#./..#../.#...",
-    " ": "...../...../...../...../...../...../.....",
-    "a": "...../...../.###./....#/.####/#...#/.####",
-    "b": "#..../#..../#.##./##..#/#...#/#...#/####.",
-    "c": "...../...../.###./#..../#..../#...#/.###.",
-    "d": "....#/....#/.##.#/#..##/#...#/#...#/.####",
-    "e": "...../...../.###./#...#/#####/#..../.###.",
-    "f": "..##./.#..#/.#.../###../.#.../.#.../.#...",
-    "g": "...../.####/#...#/#...#/.####/....#/.###.",
-    "h": "#..../#..../#.##./##..#/#...#/#...#/#...#",
-    "i": "..#../...../.##../..#../..#../..#../.###.",
-    "j": "...#./...../..##./...#./...#./#..#./.##..",
-    "k": "#..../#..../#..#./#.#../##.../#.#../#..#.",
-    "l": ".##../..#../..#../..#../..#../..#../.###.",
-    "m": "...../...../##.#./#.#.#/#.#.#/#...#/#...#",
-    "n": "...../...../#.##./##..#/#...#/#...#/#...#",
-    "o": "...../...../.###./#...#/#...#/#...#/.###.",
-    "p": "...../...../####./#...#/####./#..../#....",
-    "q": "...../...../.##.#/#..##/.####/....#/....#",
-    "r": "...../...../#.##./##..#/#..../#..../#....",
-    "s": "...../...../.###./#..../.###./....#/####.",
-    "t": ".#.../.#.../###../.#.../.#.../.#..#/..##.",
-    "u": "...../...../#...#/#...#/#...#/#..##/.##.#",
-    "v": "...../...../#...#/#...#/#...#/.#.#./..#..",
-    "w": "...../...../#...#/#...#/#.#.#/#.#.#/.#.#.",
-    "x": "...../...../#...#/.#.#./..#../.#.#./#...#",
-    "y": "...../...../#...#/#...#/.####/....#/.###.",
-    "z": "...../...../#####/...#./..#../.#.../#####",
-}
-_BITMAPS = {
-    char: np.array([[cell == "#" for cell in row] for row in rows.split("/")], dtype=bool)
-    for char, rows in _GLYPHS.items()
-}
-
-
-def text_width(text: str) -> int:
-    return len(text) * (GLYPH_WIDTH + 1) * SCALE
-
-
-def draw_text(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int] = INK) -> None:
-    """Draw `text` (lower-cased; unknown characters become blanks) with its top-left corner at (x, y)."""
-    for position, char in enumerate(text.lower()):
-        bitmap = _BITMAPS.get(char, _BITMAPS[" "])
-        scaled = np.kron(bitmap, np.ones((SCALE, SCALE), dtype=bool))
-        left = x + position * (GLYPH_WIDTH + 1) * SCALE
-        box = image[y : y + scaled.shape[0], left : left + scaled.shape[1]]
-        box[scaled[: box.shape[0], : box.shape[1]]] = color
-
-
-# --- card text helpers ---------------------------------------------------------------------------
+# --- rendering ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -386,52 +193,22 @@ class Card:
     figures: dict[str, bytes] = field(default_factory=dict)  # repository path -> PNG bytes
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+def render_card(template: str, metadata: DatasetCardData, figures: dict[str, bytes], **values) -> Card:
+    """The card of `templates/<template>` (Jinja) with the YAML header of `metadata` and `values`."""
+    card = DatasetCard.from_template(metadata, template_path=str(TEMPLATES / template), **values)
+    return Card(f"{card.content}\n", figures)
 
 
-def distribution_line(values: np.ndarray, unit: str, digits: int = 2) -> str:
-    numbers = distribution(values)
-    if not numbers:
-        return "no values"
-    return ", ".join(f"{name} {value:.{digits}f}{unit}" for name, value in numbers.items())
-
-
-def counts_table(label: str, groups: dict[tuple[str, str], GroupCounts], row_name: str) -> str:
-    rows = [
-        (language, split, c.conversations, c.rows, c.speakers, f"{c.hours:.3f}")
-        for (language, split), c in groups.items()
-    ]
-    return markdown_table([label, "split", "conversations", row_name, "speakers", "hours"], rows)
+def split_rows(groups: dict[tuple[str, str], GroupCounts]) -> list[tuple]:
+    """One table row per (config or language, split): conversations, rows, speakers, hours."""
+    return [(name, split, c.conversations, c.rows, c.speakers, f"{c.hours:.3f}") for (name, split), c in groups.items()]
 
 
 def counts_by_kind(items: Sequence[dict], key: str) -> list[tuple[str, int]]:
     return sorted(Counter(item[key] for item in items).items())
 
 
-def settings_table(settings: dict, header: str = "setting") -> str:
-    return markdown_table([header, "value"], [(f"`{name}`", f"`{value}`") for name, value in settings.items()])
-
-
-def loading_repo(repo_id: str | None) -> str:
-    return repo_id or REPO_PLACEHOLDER
-
-
-def python_block(code: str) -> str:
-    return f"```python\n{code.strip()}\n```"
-
-
-def figure(path: str, alt: str) -> str:
-    return f"![{alt}]({path})"
-
-
 # --- the raw corpus card -------------------------------------------------------------------------
-
-SPEAKER_NOTE = (
-    "Speaker ids (`0`, `1`) are local to a conversation, so speakers are counted once per conversation they speak in."
-)
 
 
 @dataclass(frozen=True)
@@ -460,105 +237,30 @@ class RawCorpusDescription:
                 all_speakers.append(speakers)
                 all_seconds.append(seconds)
         ids, speakers, seconds = (np.concatenate(parts) for parts in (all_ids, all_speakers, all_seconds))
-        total = group_counts(ids, speakers, seconds)
-        turn_hist = histogram(seconds, "turns by duration")
-        figures = {f"{FIGURES_DIR}/turn_seconds.png": render_histogram_png(turn_hist, "turn duration (seconds)")}
+        turn_figure = f"{FIGURES_DIR}/turn_seconds.png"
+        figures = {turn_figure: histogram_png(histogram(seconds, "turns by duration", "turn duration (seconds)"))}
         languages = list(configs)
-        metadata = card_data(layouts, languages, "CSM synthetic conversations (raw turns)")
-        body = self.body(layouts, languages, groups, total, seconds, repo_id)
-        return Card(f"---\n{metadata.to_yaml()}\n---\n\n{body}\n", figures)
-
-    def body(self, layouts, languages, groups, total: GroupCounts, seconds, repo_id) -> str:
-        default = next(layout.name for layout in layouts if layout.default)
         example = next(layout for layout in layouts if not layout.default)
-        problem_kinds = counts_by_kind(self.problems, "kind")
-        sections = [
-            "# CSM synthetic conversations: raw turns",
-            (
-                "Synthetic two-speaker podcast conversations: an LLM wrote each script, the VibeVoice TTS model "
-                "spoke it, and the result was cut into one audio file per line. One row per usable turn: the "
-                "conversation id, the turn's 0-based position, the 0-based speaker id, its text, its audio (the "
-                "original file's bytes, embedded) and its duration."
-            ),
-            "## At a glance",
-            markdown_table(
-                ["", ""],
-                [
-                    ("languages", ", ".join(languages)),
-                    ("conversations", total.conversations),
-                    ("turns", total.rows),
-                    ("speakers", total.speakers),
-                    ("audio hours", f"{total.hours:.3f}"),
-                ],
-            ),
-            SPEAKER_NOTE,
-            "## Configs and splits",
-            (
-                f"One config per language, and `{default}` (the default) with every language. "
-                "A conversation lies in exactly one split, chosen by a hash of its id (the same on every run)."
-            ),
-            counts_table("config", groups, "turns"),
-            "## Turn durations",
-            figure(f"{FIGURES_DIR}/turn_seconds.png", "Histogram of turn durations in seconds"),
-            f"Turn duration over all {total.rows} turns: {distribution_line(seconds, ' s')}.",
-            (
-                "Token lengths of training samples depend on the model's processor and on the context length, "
-                "so they are not part of this raw corpus: `scripts/prepare_dataset_for_training.py` of the "
-                "csm-synthetic project makes contextual CSM training samples of it, and its published card "
-                "shows their token lengths."
-            ),
-            "## How the data was read",
-            (
-                "The corpus builder of csm-synthetic paired each script line with the audio file of the same "
-                "turn number and speaker; audio keeps its original sample rate and channels (the `audio` feature "
-                f"decodes to {self.settings.get('target_sampling_rate', 24000)} Hz mono)."
-            ),
-            settings_table(self.settings),
-            settings_table(self.versions, header="package"),
-            "## Left out",
-            (
-                f"{self.dropped_conversations} conversations were dropped entirely (text and audio could be "
-                "misaligned, or their first turn was unusable); a bad turn cut its conversation before it. "
-                "Problems by kind:"
-            ),
-            markdown_table(["kind", "count"], problem_kinds) if problem_kinds else "No problems were found.",
-        ]
-        if self.skipped_languages:
-            sections.append(
-                "Language folders without any usable conversation: " + ", ".join(self.skipped_languages) + "."
-            )
-        sections += [
-            "## Loading",
-            (
-                "Decoding the `audio` column through `datasets` needs torchcodec and FFmpeg; the bytes can be "
-                "read with soundfile instead:"
-            ),
-            python_block(
-                RAW_SNIPPET.format(
-                    repo=loading_repo(repo_id),
-                    config=example.name,
-                    split=example.splits[0].split,
-                    configs=", ".join(layout.name for layout in layouts),
-                )
-            ),
-        ]
-        return "\n\n".join(sections)
-
-
-RAW_SNIPPET = """
-import io
-
-import soundfile as sf
-from datasets import Audio, load_dataset
-
-turns = load_dataset("{repo}", "{config}", split="{split}")  # configs: {configs}
-turns = turns.cast_column("audio", Audio(decode=False))  # keep the file bytes, decode with soundfile
-row = turns[0]
-samples, sampling_rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
-print(row["conversation_id"], row["turn_index"], row["speaker"], row["text"], samples.shape, sampling_rate)
-"""
-
-
+        return render_card(
+            "raw.md",
+            card_data(layouts, languages, "CSM synthetic conversations (raw turns)"),
+            figures,
+            languages=languages,
+            total=group_counts(ids, speakers, seconds),
+            default_config=next(layout.name for layout in layouts if layout.default),
+            groups=split_rows(groups),
+            turn_figure=turn_figure,
+            turn_seconds=distribution(seconds),
+            settings=self.settings,
+            versions=self.versions,
+            dropped_conversations=self.dropped_conversations,
+            problem_kinds=counts_by_kind(self.problems, "kind"),
+            skipped_languages=self.skipped_languages,
+            repo=repo_id or REPO_PLACEHOLDER,
+            example_config=example.name,
+            example_split=example.splits[0].split,
+            config_names=[layout.name for layout in layouts],
+        )
 # --- the prepared samples card -------------------------------------------------------------------
 
 PUBLISHED_ARGUMENTS_LEFT_OUT = ("input_dir", "output_dir", "cache_dir", "num_proc")  # local paths and machine
@@ -569,18 +271,20 @@ class PreparedDescription:
     """What the card of prepared samples says beyond the rows: the prepare run's report."""
 
     report: dict  # prepare_report.json
+    sample_format: SampleFormat  # processor or codes
 
     def render(
         self, layouts: Sequence[ConfigLayout], configs: dict[str, dict[str, datasets.Dataset]], repo_id: str | None
     ) -> Card:
         ((_, splits),) = configs.items()
-        columns = ["conversation_id", "language", "speaker", "num_tokens", "audio_seconds", "input_values_cutoffs"]
+        segments = self.sample_format.segments_column
+        columns = ["conversation_id", "language", "speaker", "num_tokens", "audio_seconds", segments]
         groups, tokens, turn_seconds, sample_seconds = {}, [], [], []
         for split, dataset in splits.items():
             table = read_columns(dataset, columns)
             ids, speakers = numpy_column(table, "conversation_id"), numpy_column(table, "speaker")
             audio_seconds = numpy_column(table, "audio_seconds").astype(np.float64)
-            seconds = target_turn_seconds(audio_seconds, table.column("input_values_cutoffs"))
+            seconds = self.sample_format.target_seconds(audio_seconds, table.column(segments))
             languages = numpy_column(table, "language")
             for language in sorted(set(languages.tolist())):
                 rows = languages == language
@@ -590,112 +294,42 @@ class PreparedDescription:
             sample_seconds.append(audio_seconds)
         tokens, turn_seconds, sample_seconds = (np.concatenate(p) for p in (tokens, turn_seconds, sample_seconds))
         groups = dict(sorted(groups.items(), key=lambda item: (item[0][0], split_rank(item[0][1]))))
+        tokens_figure, turn_figure = f"{FIGURES_DIR}/sample_tokens.png", f"{FIGURES_DIR}/turn_seconds.png"
         figures = {
-            f"{FIGURES_DIR}/sample_tokens.png": render_histogram_png(
-                histogram(tokens, "samples by length"), "tokens per sample"
-            ),
-            f"{FIGURES_DIR}/turn_seconds.png": render_histogram_png(
-                histogram(turn_seconds, "samples by target turn duration"), "target turn duration (seconds)"
+            tokens_figure: histogram_png(histogram(tokens, "samples by length", "tokens per sample")),
+            turn_figure: histogram_png(
+                histogram(turn_seconds, "samples by target turn duration", "target turn duration (seconds)")
             ),
         }
-        languages = sorted({language for language, _ in groups})
-        metadata = card_data(layouts, languages, "CSM synthetic conversations (training samples)")
-        body = self.body(languages, groups, tokens, turn_seconds, sample_seconds, repo_id)
-        return Card(f"---\n{metadata.to_yaml()}\n---\n\n{body}\n", figures)
-
-    def body(self, languages, groups, tokens, turn_seconds, sample_seconds, repo_id) -> str:
         report = self.report
-        split = "train" if any(split == "train" for _, split in groups) else next(iter(groups))[1]
         counts = report.get("counts", {})
         arguments = {k: v for k, v in report.get("arguments", {}).items() if k not in PUBLISHED_ARGUMENTS_LEFT_OUT}
-        skipped = counts_by_kind(report.get("skipped", []), "reason")
-        problems = counts_by_kind(report.get("problems", []), "kind")
-        num_samples = len(tokens)
-        conversations = sum(c.conversations for c in groups.values())
-        speakers = sum(c.speakers for c in groups.values())
-        sections = [
-            "# CSM synthetic conversations: training samples",
-            (
-                "Training samples for Sesame CSM made from synthetic two-speaker podcast conversations (an LLM "
-                "wrote each script, the VibeVoice TTS model spoke it). Each row is one target turn with the "
-                "turns before it as context, tokenized by the CSM processor: `input_ids`, `attention_mask`, "
-                "`labels`, `input_values` (the audio of every turn of the sample, concatenated, float32) and "
-                "`input_values_cutoffs` (where each turn's audio ends)."
-            ),
-            "## At a glance",
-            markdown_table(
-                ["", ""],
-                [
-                    ("languages", ", ".join(languages)),
-                    ("samples", num_samples),
-                    ("conversations", conversations),
-                    ("speakers", speakers),
-                    ("target turn audio hours", f"{float(np.sum(turn_seconds)) / 3600:.3f}"),
-                    ("sample audio hours (context included)", f"{float(np.sum(sample_seconds)) / 3600:.3f}"),
-                ],
-            ),
-            SPEAKER_NOTE + " Hours count each sample's target turn once.",
-            "## Splits",
-            "A conversation lies in exactly one split, chosen by a hash of its id (the same on every run).",
-            counts_table("language", groups, "samples"),
-            "## Sample lengths",
-            figure(f"{FIGURES_DIR}/sample_tokens.png", "Histogram of tokens per sample"),
-            (
-                f"Tokens per sample: {distribution_line(tokens, '', digits=0)} "
-                f"(budget `max_tokens` = {arguments.get('max_tokens', 'n/a')})."
-            ),
-            figure(f"{FIGURES_DIR}/turn_seconds.png", "Histogram of target turn durations in seconds"),
-            (
-                f"Target turn duration: {distribution_line(turn_seconds, ' s')}. "
-                f"Sample audio (context included): {distribution_line(sample_seconds, ' s')}."
-            ),
-            "## How the samples were made",
-            (
-                "`scripts/prepare_dataset_for_training.py` of the csm-synthetic project read the raw corpus, "
-                "paired each script line with its audio, resampled to the processor's rate and built one sample "
-                "per turn with as many previous turns as fit the token budget. Arguments of the run "
-                "(local paths left out):"
-            ),
-            settings_table(arguments),
-            settings_table(report.get("versions", {}), header="package"),
-            "## Left out",
-            f"{counts.get('skipped_samples', len(report.get('skipped', [])))} turns gave no sample, by reason:",
-            markdown_table(["reason", "count"], skipped) if skipped else "None.",
-            f"{counts.get('problems', len(report.get('problems', [])))} problems in the raw corpus, by kind:",
-            markdown_table(["kind", "count"], problems) if problems else "None.",
-            "## Loading and training",
-            (
-                "Samples differ in length, so this loop trains with batches of one "
-                "(pad `input_ids`/`labels`/`input_values` to batch more):"
-            ),
-            python_block(
-                PREPARED_SNIPPET.format(
-                    repo=loading_repo(repo_id), split=split, model=arguments.get("model_id", "unsloth/csm-1b")
-                )
-            ),
-        ]
-        return "\n\n".join(sections)
-
-
-PREPARED_SNIPPET = """
-import torch
-from datasets import load_dataset
-from transformers import CsmForConditionalGeneration
-
-samples = load_dataset("{repo}", split="{split}").with_format("torch")
-model = CsmForConditionalGeneration.from_pretrained("{model}")  # the model the samples were tokenized for
-model.train()
-optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-for sample in samples.select(range(min(2, len(samples)))):
-    outputs = model(
-        input_ids=sample["input_ids"][None].long(),
-        attention_mask=sample["attention_mask"][None].long(),
-        labels=sample["labels"][None].long(),
-        input_values=sample["input_values"][None, None],
-        input_values_cutoffs=sample["input_values_cutoffs"][None].long(),
-    )
-    outputs.loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-    print(f"loss {{outputs.loss.item():.3f}}")
-"""
+        languages = sorted({language for language, _ in groups})
+        return render_card(
+            "prepared.md",
+            card_data(layouts, languages, "CSM synthetic conversations (training samples)"),
+            figures,
+            sample_format=self.sample_format.name,
+            frame_rate=MIMI_FRAME_RATE,
+            languages=languages,
+            num_samples=len(tokens),
+            conversations=sum(c.conversations for c in groups.values()),
+            speakers=sum(c.speakers for c in groups.values()),
+            target_hours=float(np.sum(turn_seconds)) / 3600,
+            sample_hours=float(np.sum(sample_seconds)) / 3600,
+            groups=split_rows(groups),
+            tokens_figure=tokens_figure,
+            tokens=distribution(tokens),
+            turn_figure=turn_figure,
+            turn_seconds=distribution(turn_seconds),
+            sample_seconds=distribution(sample_seconds),
+            arguments=arguments,
+            versions=report.get("versions", {}),
+            skipped_samples=counts.get("skipped_samples", len(report.get("skipped", []))),
+            skipped_reasons=counts_by_kind(report.get("skipped", []), "reason"),
+            problem_count=counts.get("problems", len(report.get("problems", []))),
+            problem_kinds=counts_by_kind(report.get("problems", []), "kind"),
+            repo=repo_id or REPO_PLACEHOLDER,
+            example_split="train" if any(split == "train" for _, split in groups) else next(iter(groups))[1],
+            model_id=arguments.get("model_id", DEFAULT_MODEL_ID),
+        )

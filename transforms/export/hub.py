@@ -1,35 +1,26 @@
-"""Publish a raw corpus or prepared samples as a `load_dataset`-ready dataset repository.
+"""Publish a raw corpus or prepared samples to the Hugging Face Hub: the `push_to_hub.py` command.
 
-    content = raw_corpus_content("synthetic-dataset")    # or prepared_content("prepared")
-    staged = stage_repository(content, "out")            # Parquet shards + README.md card + figures
+    content = raw_corpus_content("synthetic-dataset")    # content.py: what to publish
+    staged = stage_repository(content, "out")            # repository.py: Parquet shards + README.md card + figures
     api, user = connect(hub_endpoint())                  # token, and a Hub that accepts it
     upload_repository(staged, "me/my-dataset", api)      # the very same folder goes to the Hub
 
 `publish(PublishOptions(...))` does either, as `scripts/push_to_hub.py` asks. There is one code path:
 an upload first stages the repository exactly as `--to_dir` writes it, then uploads that folder.
 
-- Layout: `data/<config>/<split>-NNNNN-of-MMMMM.parquet` (audio bytes embedded; a split is cut into
-  equal row ranges of about `max_shard_size` before compression, as `datasets`' push_to_hub does), `figures/*.png`, and a `README.md` whose YAML declares configs,
-  splits and features. The raw corpus has one config per language; its default config `all` lists the
-  languages' shards rather than repeating them.
-- Staging builds under a hidden `.<name>.partial-*` sibling and renames it into place when complete:
-  no half-written folder ever looks finished.
 - Before the long work, an upload checks the token, that the Hub answers, and that an existing
   repository has our layout. The data goes up with `HfApi.upload_folder` (with hf_xet: batched commits,
   resumable - re-running skips committed files and deduplicates uploaded chunks; shard bytes are
   deterministic, so a rebuilt folder dedups too), the card last, and the remote file list is checked
   against the staged one before success is reported.
-- Every failure is a `HubError` whose `exit_code` says what kind it is (see `ExitCode`).
+- Every failure is a `CommandError` whose `exit_code` says what kind it is: `InputError` (bad arguments
+  or input, raised at any layer), and here `AuthError`, `NetworkError`, `RemoteError` for the Hub's answers.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import logging
-import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -37,12 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import huggingface_hub
-from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
-from datasets.utils.py_utils import convert_file_size_to_int
-from huggingface_hub import DatasetCard, HfApi
+from huggingface_hub import HfApi
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -52,422 +40,44 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
-from tqdm.auto import tqdm
 
-from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic, available_configs
-from .card import (
-    CARD_TAG,
-    FIGURES_DIR,
-    ConfigLayout,
-    PreparedDescription,
-    RawCorpusDescription,
-    SplitFiles,
-)
-from csm_synthetic.corpus import DEFAULT_MAX_TURN_SECONDS
-from csm_synthetic.environment import package_versions
+from csm_synthetic.errors import CommandError, ExitCode, InputError
 from csm_synthetic.settings import CorpusSettings
-from csm_synthetic.splits import DEFAULT_TEST_FRACTION, DEFAULT_VALIDATION_FRACTION, split_rank
+
+from .content import RepositoryContent, prepared_content, raw_corpus_content
+from .figures import require_matplotlib
+from .repository import (
+    CARD_NAME,
+    CARD_TAG,
+    DATA_DIR,
+    DEFAULT_MAX_SHARD_SIZE,
+    FIGURES_DIR,
+    StagedRepository,
+    claim_repository_dir,
+    inspect_repository,
+    parse_shard_size,
+    stage_repository,
+)
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = "data"
-CARD_NAME = "README.md"
-DEFAULT_MAX_SHARD_SIZE = "500MB"
-EMBED_BATCH_ROWS = 16  # rows per embedding step; an embedded shard (<= max_shard_size) is held in memory
-PREPARED_CONFIG = "default"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config names double as folder names
 
+class AuthError(CommandError):
+    """No token, token rejected, permission denied."""
 
-class ExitCode:
-    USAGE = 2  # bad arguments or input folders
-    AUTH = 3  # no token, token rejected, permission denied
-    NETWORK = 4  # the Hub cannot be reached (or answered 5xx)
-    REMOTE = 5  # the repository has another layout, the Hub refused, or the upload is incomplete
-
-
-class HubError(Exception):
-    """A failure with a message for the user and the exit status of the command."""
-
-    exit_code = ExitCode.USAGE
-
-
-class UsageError(HubError):
-    exit_code = ExitCode.USAGE
-
-
-class AuthError(HubError):
     exit_code = ExitCode.AUTH
 
 
-class NetworkError(HubError):
+class NetworkError(CommandError):
+    """The Hub cannot be reached (or answered 429 / 5xx)."""
+
     exit_code = ExitCode.NETWORK
 
 
-class RemoteError(HubError):
+class RemoteError(CommandError):
+    """The repository has another layout, the Hub refused, or the upload is incomplete."""
+
     exit_code = ExitCode.REMOTE
-
-
-# --- what goes into the repository ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConfigContent:
-    name: str
-    splits: dict[str, datasets.Dataset]  # rows written under data/<name>/ (empty for a config of others' shards)
-    reuses: tuple[str, ...] = ()  # configs whose shards make up this one (the raw corpus' `all`)
-    default: bool = False
-
-
-@dataclass(frozen=True)
-class RepositoryContent:
-    configs: tuple[ConfigContent, ...]
-    description: RawCorpusDescription | PreparedDescription  # renders the card
-
-    @property
-    def config_names(self) -> list[str]:
-        return [config.name for config in self.configs]
-
-
-def check_config_name(name: str, source: str) -> None:
-    if not _SAFE_NAME.match(name) or name == DATA_DIR:
-        raise UsageError(
-            f"{source} {name!r} cannot be a config name (letters, digits, '_', '.', '-' only, not {DATA_DIR!r}): "
-            "rename the folder"
-        )
-
-
-def raw_corpus_content(
-    input_dir: str | os.PathLike,
-    cache_dir: str | None = None,
-    target_sampling_rate: int = 24000,
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
-    test_fraction: float = DEFAULT_TEST_FRACTION,
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS,
-) -> RepositoryContent:
-    """The raw corpus through the builder: one config per language, `all` (default) made of them."""
-    if not Path(input_dir).is_dir():
-        raise UsageError(f"--input_dir {str(input_dir)!r} does not exist or is not a folder")
-    settings = {
-        "target_sampling_rate": target_sampling_rate,
-        "validation_fraction": validation_fraction,
-        "test_fraction": test_fraction,
-        "max_turn_seconds": max_turn_seconds,
-    }
-    languages = available_configs(input_dir)[1:]
-    for language in languages:
-        check_config_name(language, "language folder")
-        if language == ALL_LANGUAGES:
-            raise UsageError(
-                f"a language folder may not be called {ALL_LANGUAGES!r}: that is the config of every language"
-            )
-    language_splits, problems, skipped, dropped = {}, [], [], 0
-    for language in languages:
-        builder = language_builder(input_dir, language, cache_dir, settings)
-        corpus = builder.corpus
-        problems += [problem.to_dict() for problem in corpus.problems]
-        usable = {conversation.conversation_id for conversation in corpus.conversations}
-        dropped += len({problem.conversation_id for problem in corpus.problems} - usable)
-        if not corpus.conversations:
-            logger.warning("language folder %r has no usable conversation: left out", language)
-            skipped.append(language)
-            continue
-        logger.info("Reading the %s turns (%d conversations)", language, len(corpus.conversations))
-        builder.download_and_prepare()
-        language_splits[language] = ordered_splits(builder.as_dataset())
-    if not language_splits:
-        raise UsageError(f"no usable conversation found under {str(input_dir)!r} ({len(problems)} problems)")
-    configs = [ConfigContent(ALL_LANGUAGES, {}, reuses=tuple(language_splits), default=True)]
-    configs += [ConfigContent(language, splits) for language, splits in language_splits.items()]
-    description = RawCorpusDescription(
-        settings=settings,
-        versions=package_versions(),
-        problems=tuple(problems),
-        dropped_conversations=dropped,
-        skipped_languages=tuple(skipped),
-    )
-    return RepositoryContent(tuple(configs), description)
-
-
-def language_builder(input_dir, language: str, cache_dir: str | None, settings: dict) -> CsmSynthetic:
-    try:
-        return CsmSynthetic(data_dir=input_dir, config_name=language, cache_dir=cache_dir, settings=CorpusSettings(**settings))
-    except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from error
-
-
-def ordered_splits(splits: datasets.DatasetDict | dict) -> dict:
-    """train, validation, test first (in that order), then any other split by name."""
-    return {name: splits[name] for name in sorted(splits, key=split_rank)}
-
-
-def prepared_content(prepared_dir: str | os.PathLike) -> RepositoryContent:
-    """The output of `prepare_dataset_for_training.py`: one default config, its report on the card."""
-    from transforms.pipeline.options import REPORT_NAME  # the prepare step owns the name of its report
-
-    folder = Path(prepared_dir)
-    if not folder.is_dir():
-        raise UsageError(f"--prepared_dir {str(folder)!r} does not exist or is not a folder")
-    report_path = folder / REPORT_NAME
-    if not report_path.is_file():
-        raise UsageError(
-            f"--prepared_dir {str(folder)!r} has no {REPORT_NAME}: it is not the output of a finished "
-            "prepare_dataset_for_training.py run (finish it with --resume)"
-        )
-    try:
-        loaded = datasets.load_from_disk(str(folder))
-    except (FileNotFoundError, ValueError) as error:
-        raise UsageError(f"cannot load --prepared_dir {str(folder)!r} with datasets.load_from_disk: {error}") from error
-    if not isinstance(loaded, datasets.DatasetDict):
-        raise UsageError(f"--prepared_dir {str(folder)!r} holds a single Dataset, not the splits prepare writes")
-    report = json.loads(report_path.read_text(encoding="utf-8"))
-    empty = [split for split, dataset in loaded.items() if not len(dataset)]
-    if empty:
-        logger.warning("left out the splits without samples (a split cannot be read back empty): %s", empty)
-    splits = {split: dataset for split, dataset in loaded.items() if len(dataset)}
-    if not splits:
-        raise UsageError(f"--prepared_dir {str(folder)!r} holds no samples")
-    config = ConfigContent(PREPARED_CONFIG, ordered_splits(splits), default=True)
-    return RepositoryContent((config,), PreparedDescription(report))
-
-
-# --- staging: the repository as a local folder ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StagedRepository:
-    folder: Path
-    config_names: tuple[str, ...]
-    files: dict[str, int] = field(default_factory=dict)  # repository path -> size in bytes
-
-    @property
-    def num_bytes(self) -> int:
-        return sum(self.files.values())
-
-
-def parse_shard_size(max_shard_size: str | int) -> int:
-    try:
-        size = convert_file_size_to_int(max_shard_size)
-    except ValueError as error:
-        raise UsageError(f"--max_shard_size {max_shard_size!r} is not a size like '500MB' or '2GB'") from error
-    if size <= 0:
-        raise UsageError(f"--max_shard_size must be positive (got {max_shard_size!r})")
-    return size
-
-
-def stage_repository(
-    content: RepositoryContent,
-    target_dir: str | os.PathLike,
-    max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
-    repo_id: str | None = None,
-    overwrite: bool = False,
-) -> StagedRepository:
-    """Write the repository of `content` to `target_dir`, atomically (renamed into place when complete)."""
-    max_bytes = parse_shard_size(max_shard_size)
-    target = Path(target_dir)
-    check_target_dir(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    warn_about_leftover_partials(target)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write_repository(content, partial, max_bytes, repo_id)
-        move_into_place(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return inspect_repository(target)
-
-
-def check_target_dir(target: Path, overwrite: bool) -> None:
-    if target.exists() and not target.is_dir():
-        raise UsageError(f"{str(target)!r} exists and is not a folder")
-    if not target.is_dir() or not any(target.iterdir()):
-        return
-    if not overwrite:
-        raise UsageError(
-            f"{str(target)!r} already holds files: pass --overwrite to replace it, or choose another folder"
-        )
-    if not is_our_repository(target):
-        raise UsageError(
-            f"refusing to replace {str(target)!r}: it was not written by this tool (no {CARD_NAME} tagged "
-            f"{CARD_TAG!r}); remove it yourself or choose another folder"
-        )
-
-
-def is_our_repository(folder: Path) -> bool:
-    card_path = folder / CARD_NAME
-    if not card_path.is_file():
-        return False
-    return CARD_TAG in (DatasetCard.load(card_path).data.get("tags") or [])
-
-
-def warn_about_leftover_partials(target: Path) -> None:
-    for leftover in target.parent.glob(f".{target.name}.partial-*"):
-        logger.warning("%s is left from an interrupted run; remove it to free its disk space", leftover)
-
-
-def move_into_place(partial: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(partial, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(partial, target)
-    shutil.rmtree(old)
-
-
-@dataclass(frozen=True)
-class SplitPlan:
-    config: str
-    split: str
-    dataset: datasets.Dataset
-    num_shards: int
-
-    def shard_path(self, index: int) -> str:
-        return f"{DATA_DIR}/{self.config}/{self.split}-{index:05d}-of-{self.num_shards:05d}.parquet"
-
-
-def write_repository(content: RepositoryContent, folder: Path, max_bytes: int, repo_id: str | None) -> None:
-    plans = [
-        SplitPlan(config.name, split, dataset, shard_count(dataset, max_bytes))
-        for config in content.configs
-        for split, dataset in config.splits.items()
-    ]
-    written = write_shards(plans, folder)
-    layouts = [config_layout(config, written) for config in content.configs if not config.reuses]
-    by_name = {layout.name: layout for layout in layouts}
-    layouts = [
-        combined_layout(config, [by_name[name] for name in config.reuses]) if config.reuses else by_name[config.name]
-        for config in content.configs
-    ]
-    rows = {config.name: config.splits for config in content.configs if not config.reuses}
-    card = content.description.render(layouts, rows, repo_id)
-    for path, png in card.figures.items():
-        (folder / path).parent.mkdir(parents=True, exist_ok=True)
-        (folder / path).write_bytes(png)
-    (folder / CARD_NAME).write_text(card.text, encoding="utf-8")
-
-
-def write_shards(plans: list[SplitPlan], folder: Path) -> dict[tuple[str, str], SplitFiles]:
-    """Write every split as Parquet shards `data/<config>/<split>-NNNNN-of-MMMMM.parquet`, audio embedded."""
-    written = {}
-    with (
-        quiet_datasets_progress(),
-        tqdm(total=sum(plan.num_shards for plan in plans), unit="shard", desc="Writing Parquet shards") as progress,
-    ):
-        for plan in plans:
-            (folder / DATA_DIR / plan.config).mkdir(parents=True, exist_ok=True)
-            num_bytes = download_bytes = 0
-            for index in range(plan.num_shards):
-                path = folder / plan.shard_path(index)
-                progress.set_postfix_str(plan.shard_path(index), refresh=False)
-                shard = plan.dataset.shard(num_shards=plan.num_shards, index=index, contiguous=True)
-                shard = embed_external_files(shard)
-                shard.to_parquet(str(path))
-                num_bytes += shard.data.nbytes
-                download_bytes += path.stat().st_size
-                progress.update()
-            pattern = f"{DATA_DIR}/{plan.config}/{plan.split}-*"
-            written[plan.config, plan.split] = SplitFiles(
-                plan.split, (pattern,), len(plan.dataset), num_bytes, download_bytes
-            )
-    return written
-
-
-@contextmanager
-def quiet_datasets_progress() -> Iterator[None]:
-    """Silence the per-shard bars of `datasets` (one bar over all shards replaces them)."""
-    was_disabled = datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
-def config_layout(config: ConfigContent, written: dict[tuple[str, str], SplitFiles]) -> ConfigLayout:
-    features = next(iter(config.splits.values())).features
-    splits = tuple(written[config.name, split] for split in config.splits)
-    return ConfigLayout(config.name, features, splits, config.default)
-
-
-def shard_count(dataset: datasets.Dataset, max_bytes: int) -> int:
-    total = dataset.data.nbytes + external_audio_bytes(dataset)
-    return max(1, min(math.ceil(total / max_bytes), len(dataset)))
-
-
-def audio_columns(features: datasets.Features) -> list[str]:
-    return [name for name, feature in features.items() if isinstance(feature, datasets.Audio)]
-
-
-def external_audio_bytes(dataset: datasets.Dataset) -> int:
-    """Bytes of the audio files the rows refer to by path (they will be embedded)."""
-    total = 0
-    for name in audio_columns(dataset.features):
-        column = dataset.select_columns([name]).with_format("arrow")[:].column(name)
-        for audio in column.to_pylist():
-            if audio and audio.get("bytes") is None and audio.get("path"):
-                total += os.path.getsize(audio["path"])
-    return total
-
-
-def embed_external_files(shard: datasets.Dataset) -> datasets.Dataset:
-    """The shard with each audio file's bytes in its row (and only its base name as path)."""
-    if not audio_columns(shard.features):
-        return shard
-    return (
-        shard.with_format("arrow")
-        .map(
-            embed_table_storage,
-            batched=True,
-            batch_size=EMBED_BATCH_ROWS,
-            keep_in_memory=True,
-            features=shard.features,
-        )
-        .with_format(None)
-    )
-
-
-def combined_layout(config: ConfigContent, parts: list[ConfigLayout]) -> ConfigLayout:
-    """A config made of other configs' shards, split by split (rows in the order of `parts`)."""
-    features = parts[0].features
-    if any(part.features != features for part in parts):
-        raise ValueError(f"config {config.name!r}: its parts {config.reuses} have different features")
-    by_split: dict[str, list[SplitFiles]] = {}
-    for part in parts:
-        for split in part.splits:
-            by_split.setdefault(split.split, []).append(split)
-    splits = tuple(
-        SplitFiles(
-            name,
-            tuple(pattern for files in pieces for pattern in files.patterns),
-            sum(files.num_examples for files in pieces),
-            sum(files.num_bytes for files in pieces),
-            sum(files.download_bytes for files in pieces),
-        )
-        for name, pieces in ordered_splits(by_split).items()
-    )
-    return ConfigLayout(config.name, features, splits, config.default)
-
-
-def inspect_repository(folder: str | os.PathLike) -> StagedRepository:
-    """Check that `folder` is a complete repository written by this tool; list its configs and files."""
-    folder = Path(folder)
-    if not is_our_repository(folder):
-        raise UsageError(f"{str(folder)!r} is not a repository written by push_to_hub --to_dir (no tagged {CARD_NAME})")
-    configs = MetadataConfigs.from_dataset_card_data(DatasetCard.load(folder / CARD_NAME).data)
-    files = {
-        path.relative_to(folder).as_posix(): path.stat().st_size for path in sorted(folder.rglob("*")) if path.is_file()
-    }
-    for name, config in configs.items():
-        for entry in config.get("data_files", []):
-            patterns = [entry["path"]] if isinstance(entry["path"], str) else entry["path"]
-            for pattern in patterns:
-                if not fnmatch.filter(files, pattern):
-                    raise UsageError(
-                        f"{str(folder)!r} is incomplete: config {name!r} lists {pattern!r}, no file matches"
-                    )
-    return StagedRepository(folder, tuple(configs), files)
 
 
 # --- the Hub -------------------------------------------------------------------------------------
@@ -497,7 +107,7 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise UsageError(f"--repo_id {repo_id!r} is not a valid repository id: {error}") from error
+        raise InputError(f"--repo_id {repo_id!r} is not a valid repository id: {error}") from error
 
 
 RESUME_HINT = "Re-running the same command continues the upload (files already committed are skipped)."
@@ -505,7 +115,7 @@ RESUME_HINT = "Re-running the same command continues the upload (files already c
 
 @contextmanager
 def hub_errors(repo_id: str, endpoint: str, uploading: bool = False) -> Iterator[None]:
-    """Turn what huggingface_hub raises into a `HubError` with a clear message."""
+    """Turn what huggingface_hub raises into an `AuthError`, `NetworkError` or `RemoteError` with a clear message."""
     resume = f" {RESUME_HINT}" if uploading else ""
     try:
         yield
@@ -521,7 +131,9 @@ def hub_errors(repo_id: str, endpoint: str, uploading: bool = False) -> Iterator
         ) from error
 
 
-def http_status_error(status: int | None, repo_id: str, endpoint: str, error: HfHubHTTPError, resume: str) -> HubError:
+def http_status_error(
+    status: int | None, repo_id: str, endpoint: str, error: HfHubHTTPError, resume: str
+) -> CommandError:
     namespace = repo_id.split("/")[0] if "/" in repo_id else "your user namespace"
     server = error.server_message or first_line(error)
     if status == 401:
@@ -682,10 +294,7 @@ class PublishOptions:
     overwrite: bool = False
     cache_dir: str | None = None
     staging_dir: str | None = None  # parent of the temporary folder an upload is staged in
-    target_sampling_rate: int = 24000
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
-    test_fraction: float = DEFAULT_TEST_FRACTION
-    max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
+    settings: CorpusSettings = field(default_factory=CorpusSettings)  # how the raw corpus is read (input_dir)
 
 
 @dataclass(frozen=True)
@@ -698,34 +307,29 @@ class PublishResult:
 def check_options(options: PublishOptions) -> None:
     sources = [name for name in ("input_dir", "prepared_dir", "staged_dir") if getattr(options, name)]
     if len(sources) != 1:
-        raise UsageError("give exactly one of --input_dir, --prepared_dir, --staged_dir")
+        raise InputError("give exactly one of --input_dir, --prepared_dir, --staged_dir")
     if not options.repo_id and not options.to_dir:
-        raise UsageError("give --repo_id (upload) or --to_dir (write the repository locally)")
+        raise InputError("give --repo_id (upload) or --to_dir (write the repository locally)")
     if options.staged_dir and options.to_dir:
-        raise UsageError("--staged_dir is already a repository folder: it takes --repo_id, not --to_dir")
+        raise InputError("--staged_dir is already a repository folder: it takes --repo_id, not --to_dir")
     if options.repo_id:
         check_repo_id(options.repo_id)
     parse_shard_size(options.max_shard_size)
+    if not options.staged_dir:
+        require_matplotlib()  # the card's figures need it: say so before any data is read
 
 
 def load_content(options: PublishOptions) -> RepositoryContent:
     if options.prepared_dir:
         return prepared_content(options.prepared_dir)
-    return raw_corpus_content(
-        options.input_dir,
-        cache_dir=options.cache_dir,
-        target_sampling_rate=options.target_sampling_rate,
-        validation_fraction=options.validation_fraction,
-        test_fraction=options.test_fraction,
-        max_turn_seconds=options.max_turn_seconds,
-    )
+    return raw_corpus_content(options.input_dir, cache_dir=options.cache_dir, settings=options.settings)
 
 
 def publish(options: PublishOptions) -> PublishResult:
     """Write the repository to `to_dir`, or stage it and upload it to `repo_id` (see module docstring)."""
     check_options(options)
     if options.to_dir:
-        check_target_dir(Path(options.to_dir), options.overwrite)  # before reading any data
+        claim_repository_dir(options.to_dir, options.overwrite)  # before reading any data
         content = load_content(options)
         return PublishResult(
             stage_repository(content, options.to_dir, options.max_shard_size, options.repo_id, options.overwrite)
@@ -739,7 +343,7 @@ def make_staging_folder(parent: str | None) -> Path:
             Path(parent).mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix="csm-hub-", dir=parent))
     except OSError as error:
-        raise UsageError(f"cannot make a staging folder in {parent or tempfile.gettempdir()!r}: {error}") from error
+        raise InputError(f"cannot make a staging folder in {parent or tempfile.gettempdir()!r}: {error}") from error
 
 
 def publish_to_hub(options: PublishOptions) -> PublishResult:
@@ -763,7 +367,7 @@ def publish_to_hub(options: PublishOptions) -> PublishResult:
         raise
     try:
         commit_url = upload_repository(staged, repo_id, api, options.private, options.force)
-    except HubError as error:
+    except CommandError as error:
         error.args = (
             (
                 f"{error} The repository built for this upload is kept in {staged.folder}: "
@@ -773,3 +377,19 @@ def publish_to_hub(options: PublishOptions) -> PublishResult:
         raise
     shutil.rmtree(work, ignore_errors=True)
     return PublishResult(staged, f"{endpoint}/datasets/{repo_id}", commit_url)
+
+
+def print_summary(result: PublishResult) -> None:
+    """What was written or uploaded, and how to load it."""
+    staged = result.staged
+    data_files = [path for path in staged.files if path.startswith(f"{DATA_DIR}/")]
+    print()
+    if result.repo_url:
+        print(f"Uploaded {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {result.repo_url}")
+        print(f"  last commit: {result.commit_url}")
+        where = result.repo_url.split("/datasets/", 1)[-1]
+    else:
+        print(f"Wrote {len(staged.files)} files ({staged.num_bytes / 1e6:.1f} MB) to {staged.folder}")
+        where = str(staged.folder)
+    print(f"  configs: {', '.join(staged.config_names)} ({len(data_files)} Parquet shards)")
+    print(f'  load with: datasets.load_dataset("{where}", "{staged.config_names[-1]}")')
