@@ -33,8 +33,10 @@ from transforms.core.csm import DEFAULT_MODEL_ID
 from transforms.pipeline.options import CODES_FORMAT, PROCESSOR_FORMAT  # prepare's --format values
 
 from .figures import histogram, histogram_png
-from .repository import CARD_TAG, FIGURES_DIR, ConfigLayout
 
+DATA_DIR = "data"  # the Parquet shards: data/<config>/<split>-NNNNN-of-MMMMM.parquet
+FIGURES_DIR = "figures"
+CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
 TEMPLATES = Path(__file__).parent / "templates"  # the prose of the cards (Jinja)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
@@ -42,6 +44,25 @@ MIMI_FRAME_RATE = 12.5  # codes format: frames a second (Mimi: 1920 samples a fr
 
 
 # --- the YAML header -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    split: str
+    patterns: tuple[str, ...]  # data_files globs, relative to the repository root
+    num_examples: int
+    num_bytes: int  # uncompressed Arrow size
+    download_bytes: int  # size of the Parquet files
+
+
+@dataclass(frozen=True)
+class ConfigLayout:
+    """A config as the card's YAML declares it."""
+
+    name: str
+    features: datasets.Features
+    splits: tuple[SplitFiles, ...]
+    default: bool = False
 
 
 def card_data(layouts: Sequence[ConfigLayout], languages: Sequence[str], pretty_name: str) -> DatasetCardData:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +23,15 @@ from csm_synthetic.builder import ALL_LANGUAGES, CsmSynthetic, available_configs
 from csm_synthetic.environment import package_versions
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
+from csm_synthetic.splits import split_rank
 from transforms.pipeline.options import REPORT_NAME  # the prepare step owns the name of its report
 
-from .card import SAMPLE_FORMATS, PreparedDescription, RawCorpusDescription, SampleFormat
-from .repository import check_config_name, ordered_splits
+from .card import DATA_DIR, SAMPLE_FORMATS, PreparedDescription, RawCorpusDescription, SampleFormat
 
 logger = logging.getLogger(__name__)
 
 PREPARED_CONFIG = "default"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config names double as folder names
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,19 @@ class RepositoryContent:
     @property
     def config_names(self) -> list[str]:
         return [config.name for config in self.configs]
+
+
+def check_config_name(name: str, source: str) -> None:
+    if not _SAFE_NAME.match(name) or name == DATA_DIR:
+        raise InputError(
+            f"{source} {name!r} cannot be a config name (letters, digits, '_', '.', '-' only, not {DATA_DIR!r}): "
+            "rename the folder"
+        )
+
+
+def ordered_splits(splits: datasets.DatasetDict | dict) -> dict:
+    """train, validation, test first (in that order), then any other split by name."""
+    return {name: splits[name] for name in sorted(splits, key=split_rank)}
 
 
 def raw_corpus_content(

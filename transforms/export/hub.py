@@ -44,14 +44,12 @@ from huggingface_hub.utils import validate_repo_id
 from csm_synthetic.errors import CommandError, ExitCode, InputError
 from csm_synthetic.settings import CorpusSettings
 
+from .card import CARD_TAG, DATA_DIR, FIGURES_DIR
 from .content import RepositoryContent, prepared_content, raw_corpus_content
 from .figures import require_matplotlib
 from .repository import (
     CARD_NAME,
-    CARD_TAG,
-    DATA_DIR,
     DEFAULT_MAX_SHARD_SIZE,
-    FIGURES_DIR,
     StagedRepository,
     claim_repository_dir,
     inspect_repository,

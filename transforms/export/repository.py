@@ -21,14 +21,12 @@ import fnmatch
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import datasets
 from datasets.table import embed_table_storage
@@ -39,39 +37,15 @@ from tqdm.auto import tqdm
 
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
-from csm_synthetic.splits import split_rank
 
-if TYPE_CHECKING:
-    from .content import ConfigContent, RepositoryContent
+from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles
+from .content import ConfigContent, RepositoryContent, ordered_splits
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = "data"
 CARD_NAME = "README.md"
-FIGURES_DIR = "figures"
-CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 DEFAULT_MAX_SHARD_SIZE = "500MB"
 EMBED_BATCH_ROWS = 16  # rows per embedding step; an embedded shard (<= max_shard_size) is held in memory
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config names double as folder names
-
-
-@dataclass(frozen=True)
-class SplitFiles:
-    split: str
-    patterns: tuple[str, ...]  # data_files globs, relative to the repository root
-    num_examples: int
-    num_bytes: int  # uncompressed Arrow size
-    download_bytes: int  # size of the Parquet files
-
-
-@dataclass(frozen=True)
-class ConfigLayout:
-    """A config as the card's YAML declares it."""
-
-    name: str
-    features: datasets.Features
-    splits: tuple[SplitFiles, ...]
-    default: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,19 +57,6 @@ class StagedRepository:
     @property
     def num_bytes(self) -> int:
         return sum(self.files.values())
-
-
-def check_config_name(name: str, source: str) -> None:
-    if not _SAFE_NAME.match(name) or name == DATA_DIR:
-        raise InputError(
-            f"{source} {name!r} cannot be a config name (letters, digits, '_', '.', '-' only, not {DATA_DIR!r}): "
-            "rename the folder"
-        )
-
-
-def ordered_splits(splits: datasets.DatasetDict | dict) -> dict:
-    """train, validation, test first (in that order), then any other split by name."""
-    return {name: splits[name] for name in sorted(splits, key=split_rank)}
 
 
 def parse_shard_size(max_shard_size: str | int) -> int:
