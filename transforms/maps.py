@@ -20,12 +20,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import datasets
 import numpy as np
 import pyarrow as pa
 from datasets.fingerprint import Hasher
+from datasets.utils.tqdm import are_progress_bars_disabled
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
@@ -66,6 +68,18 @@ def one_torch_thread_in_forked_workers() -> None:
 
 
 # --- turns: each turn's audio, decoded once -------------------------------------------------------
+
+
+@contextmanager
+def quiet_datasets_progress() -> Iterator[None]:
+    """Silence the bar of every `.map`: a pipeline of many small maps shows one bar over its shards instead."""
+    was_disabled = are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
@@ -259,19 +273,26 @@ def plan_conversations(
 
 
 @dataclass(frozen=True)
-class ContextualSamples:
-    """`.map` transform over planned conversation rows (batched): one processor-format sample per window."""
+class WindowedSamples:
+    """What both sample formats share: the processor, the window rule, the audio rate."""
 
     model_id: str = DEFAULT_MODEL_ID
     max_history: int | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
-    depth_decoder_labels_ratio: float = 1.0
     sampling_rate: int = DEFAULT_SAMPLING_RATE
-    seed: int = 0  # fixes the -101 draws of depth_decoder_labels_ratio < 1, so reruns give the same rows
 
     @property
     def plan(self) -> PlanWindows:
+        """The plan step these samples are built from."""
         return PlanWindows(self.model_id, self.max_history, self.max_tokens)
+
+
+@dataclass(frozen=True)
+class ContextualSamples(WindowedSamples):
+    """`.map` transform over planned conversation rows (batched): one processor-format sample per window."""
+
+    depth_decoder_labels_ratio: float = 1.0
+    seed: int = 0  # fixes the -101 draws of depth_decoder_labels_ratio < 1, so reruns give the same rows
 
     @staticmethod
     def features() -> datasets.Features:
@@ -307,20 +328,11 @@ class ContextualSamples:
 
 
 @dataclass(frozen=True)
-class CodesSamples:
+class CodesSamples(WindowedSamples):
     """`.map` transform over planned conversation rows of encoded turns (batched): one codes-format sample per window.
 
     Same windows, metadata, `input_ids` and `attention_mask` as `ContextualSamples` with the same arguments.
     """
-
-    model_id: str = DEFAULT_MODEL_ID
-    max_history: int | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    sampling_rate: int = DEFAULT_SAMPLING_RATE
-
-    @property
-    def plan(self) -> PlanWindows:
-        return PlanWindows(self.model_id, self.max_history, self.max_tokens)
 
     @staticmethod
     def features() -> datasets.Features:

@@ -23,8 +23,6 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
 
+from ..maps import quiet_datasets_progress
 from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles
 from .content import ConfigContent, RepositoryContent, ordered_splits
 
@@ -183,18 +182,6 @@ def write_shards(plans: list[SplitPlan], folder: Path) -> dict[tuple[str, str], 
                 plan.split, (pattern,), len(plan.dataset), num_bytes, download_bytes
             )
     return written
-
-
-@contextmanager
-def quiet_datasets_progress() -> Iterator[None]:
-    """Silence the per-shard bars of `datasets` (one bar over all shards replaces them)."""
-    was_disabled = datasets.utils.are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
 
 
 def shard_count(dataset: datasets.Dataset, max_bytes: int) -> int:

@@ -15,12 +15,10 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from datasets.utils.tqdm import are_progress_bars_disabled
 from tqdm.auto import tqdm
 
 from csm_synthetic.builder import CsmSynthetic
@@ -36,6 +34,7 @@ from ..maps import (
     group_conversations,
     map_turn_audio,
     plan_conversations,
+    quiet_datasets_progress,
 )
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .report import SplitResult, build_report
@@ -174,18 +173,6 @@ def prepare_split(turns: datasets.Dataset, split: str, options: PrepareOptions, 
     return SplitResult.concatenate(results)
 
 
-@contextmanager
-def quiet_datasets_progress():
-    """One progress bar per split instead of one per `.map` of every shard."""
-    was_disabled = are_progress_bars_disabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.enable_progress_bars()
-
-
 def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the whole preparation; returns the report (also written to `output_dir/prepare_report.json`)."""
     started = time.perf_counter()
@@ -203,10 +190,11 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     (output_dir / REPORT_NAME).unlink(missing_ok=True)  # the report marks a finished run
 
     builder.download_and_prepare()
+    setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
     with quiet_datasets_progress():
         results = {split: prepare_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
     publish_dataset_dict({split: result.samples for split, result in results.items()}, output_dir)
 
-    report = build_report(options, corpus, results, time.perf_counter() - started)
+    report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds)
     (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return report
