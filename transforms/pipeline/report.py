@@ -64,7 +64,9 @@ def plan_figures(planned: datasets.Dataset, sampling_rate: int) -> tuple[list[di
     return skipped, tokens, seconds
 
 
-def build_report(options: PrepareOptions, corpus: Corpus, results: dict[str, SplitResult], seconds: float) -> dict:
+def build_report(
+    options: PrepareOptions, corpus: Corpus, results: dict[str, SplitResult], seconds: float, setup_seconds: float
+) -> dict:
     skipped, sample_tokens, sample_seconds = [], [], []
     for result in results.values():
         split_skipped, split_tokens, split_seconds = plan_figures(result.planned, options.corpus.target_sampling_rate)
@@ -94,6 +96,7 @@ def build_report(options: PrepareOptions, corpus: Corpus, results: dict[str, Spl
         },
         "tokens": {"sample_tokens": distribution(sample_tokens, "tokens")},
         "elapsed_seconds": round(seconds, 2),
+        "setup_seconds": round(setup_seconds, 2),  # of elapsed: loading the processor (and codec), reading the corpus
         "problems": [problem.to_dict() for problem in corpus.problems],
         "skipped": skipped,
     }
