@@ -15,6 +15,8 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS = {
     "CsmSynthetic": "builder",
     "CsmSyntheticConfig": "builder",
+    "CorpusSettings": "settings",
+    "InputError": "errors",
     "available_configs": "builder",
     "load_turns": "builder",
     "turn_features": "builder",
