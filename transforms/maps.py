@@ -44,8 +44,7 @@ from .features import (
     turn_audio_features,
 )
 
-DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
-SORT_WINDOW = 8  # codec batches per map batch; turns are sorted by length inside it so that batches pad little
+ENCODE_WINDOW = 4096  # turns per map batch when encoding: sorted by length across it, so codec calls pad little
 MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
@@ -95,60 +94,73 @@ def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched): adds `num_samples` and, with a codec, `audio_codes`."""
+    """`.map` transform over turn rows (batched): adds `num_samples` and, with a codec, `audio_codes`.
+
+    With a codec, the turns of a map batch (a window of `ENCODE_WINDOW` turns) are encoded together by the
+    encoder pool of `transforms.encoders`: codec calls of turns sorted by length, on every device of
+    `devices`, their audio read ahead in threads.
+    """
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
     codec_model_id: str | None = None  # None: only measure
-    device: str = "auto"
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE
+    devices: str = "auto"  # a --devices value: where the codec runs
+    budget_seconds: float | None = None  # padded audio per codec call (None: the device type's default)
+    max_batch_turns: int | None = None  # turns per codec call at most (None: the budget decides)
+    allow_tf32: bool = False  # TF32 matmuls and convolutions on a GPU: faster, more near-tie codes flip
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        audios = [
-            decode_turn(audio, self.sampling_rate, f"{conversation_id} turn {turn_index}")
-            for conversation_id, turn_index, audio in zip(batch["conversation_id"], batch["turn_index"], batch["audio"])
-        ]
-        columns = {"num_samples": np.array([len(audio) for audio in audios], dtype=np.int32)}
-        if self.codec_model_id is not None:
-            columns["audio_codes"] = self.encode(audios)
-        return columns
+        audio = batch["audio"]  # each column taken once, here: a map batch formats columns lazily, not thread-safely
+        turns = zip(batch["conversation_id"], batch["turn_index"])
+        where = [f"{conversation} turn {turn}" for conversation, turn in turns]
+        if self.codec_model_id is None:
+            audios = [self.read(reference, place) for reference, place in zip(audio, where)]
+            return {"num_samples": np.array([len(samples) for samples in audios], dtype=np.int32)}
+        num_samples, codes = self.encode(lambda row: self.read(audio[row], where[row]), batch["duration"])
+        return {"num_samples": num_samples.astype(np.int32), "audio_codes": codes}
 
-    def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
-        from .core.codec import encode_batch, load_codec, resolve_device  # torch and Mimi: only for codes
+    def read(self, audio: dict, where: str) -> np.ndarray | None:
+        """A turn's samples at the sampling rate: the one place a turn's audio is decoded (`where` names the turn)."""
+        return decode_turn(audio, self.sampling_rate, where)
 
-        codec = load_codec(self.codec_model_id, resolve_device(self.device))
-        if codec.config.sampling_rate != self.sampling_rate:
-            raise ValueError(
-                f"{self.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, not {self.sampling_rate} Hz"
-            )
-        codes: list[np.ndarray | None] = [None] * len(audios)
-        by_length = np.argsort([len(audio) for audio in audios], kind="stable")
-        for start in range(0, len(by_length), self.batch_size):
-            rows = by_length[start : start + self.batch_size]
-            for row, row_codes in zip(rows, encode_batch(codec, [audios[row] for row in rows])):
-                codes[row] = row_codes
-        return codes
+    def encode(self, read, durations: list[float]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Each turn's length and codes (None where `read` gives no audio). The codec calls are planned from the
+        headers' durations, so no audio is read before its call is near; reading runs in threads."""
+        from .encoders import encoder_pool
+
+        planned_lengths = np.rint(np.asarray(durations, dtype=np.float64) * self.sampling_rate)
+        return encoder_pool(self.encoder_settings()).encode(
+            read, planned_lengths, self.budget_seconds, self.max_batch_turns
+        )
+
+    def encoder_settings(self):
+        from .encoders import EncoderSettings, resolve_devices
+
+        devices = resolve_devices(self.devices)
+        return EncoderSettings(self.codec_model_id, devices, self.sampling_rate, self.allow_tf32)
 
     def fingerprint(self, turns: datasets.Dataset) -> str:
-        """The cache key: the turns, the rate and the codec's weights - not `device` or `batch_size`,
-        which do not change the result, so a run on another device or batch size reuses it."""
+        """The cache key: the turns, the rate and the codec's weights (and TF32, which changes codes) - not the
+        devices or the budget, which move codes by float rounding: a run on other devices reuses it."""
         identity = [turns._fingerprint, self.sampling_rate]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
             identity += [CODES_FORMAT_VERSION, codec_identity(self.codec_model_id)]
+            if self.allow_tf32:
+                identity.append("tf32")
         return Hasher.hash(identity)
 
 
 def map_turn_audio(turns: datasets.Dataset, transform: TurnAudio, desc: str) -> datasets.Dataset:
-    if transform.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {transform.batch_size})")
+    if transform.max_batch_turns is not None and transform.max_batch_turns < 1:
+        raise ValueError(f"max_batch_turns must be at least 1 (got {transform.max_batch_turns})")
     turns = turns.cast_column("audio", datasets.Audio(decode=False))
     encoding = transform.codec_model_id is not None
     return turns.map(
         transform,
         batched=True,
-        batch_size=transform.batch_size * SORT_WINDOW if encoding else MEASURE_BATCH_SIZE,
+        batch_size=ENCODE_WINDOW if encoding else MEASURE_BATCH_SIZE,
         features=turn_audio_features(turns.features, with_codes=encoding),
         new_fingerprint=transform.fingerprint(turns),
         desc=desc,
@@ -165,13 +177,19 @@ def measure_turns(
 def encode_turns(
     turns: datasets.Dataset,
     codec_model_id: str = DEFAULT_CODEC_MODEL_ID,
-    device: str = "auto",
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
+    devices: str = "auto",
+    budget_seconds: float | None = None,
     sampling_rate: int = DEFAULT_SAMPLING_RATE,
+    allow_tf32: bool = False,
     desc: str = "Encoding turns",
 ) -> datasets.Dataset:
-    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once."""
-    return map_turn_audio(turns, TurnAudio(sampling_rate, codec_model_id, device, batch_size), desc)
+    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once.
+
+    `devices`: `auto` (every visible GPU, else the CPU), `cpu`, `cuda`, `cuda:N` or a comma list (one encoder
+    process per entry); `budget_seconds`: padded audio per codec call (default by device type).
+    """
+    transform = TurnAudio(sampling_rate, codec_model_id, devices, budget_seconds, allow_tf32=allow_tf32)
+    return map_turn_audio(turns, transform, desc)
 
 
 # --- conversations ---------------------------------------------------------------------------------
