@@ -166,7 +166,7 @@ def encode_or_report_memory(codec, batch: np.ndarray, lengths: np.ndarray) -> li
     try:
         return encode_padded(codec, batch, lengths)
     except torch.OutOfMemoryError:
-        if torch.cuda.is_available() and codec.device.type == "cuda":
+        if codec.device.type == "cuda":
             torch.cuda.empty_cache()
         return OUT_OF_MEMORY
 
