@@ -269,7 +269,7 @@ def test_decoding_problems_are_data_in_the_turn_rows_and_bad_turns_are_not_encod
     from transforms.testing.offline import build_tiny_codec
 
     build_tiny_codec().save_pretrained(str(tmp_path / "codec"))
-    encoded = encode_turns(turns["train"], str(tmp_path / "codec"), device="cpu", batch_size=2)
+    encoded = encode_turns(turns["train"], str(tmp_path / "codec"), devices="cpu", budget_seconds=0.05)
     assert encoded["problem_kind"] == measured["problem_kind"]
     assert [codes is None for codes in encoded["audio_codes"]] == [turn in faults for turn in range(6)]
 

@@ -47,8 +47,7 @@ from .features import (
     turn_audio_features,
 )
 
-DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
-SORT_WINDOW = 8  # codec batches per map batch; turns are sorted by length inside it so that batches pad little
+ENCODE_WINDOW = 4096  # turns per map batch when encoding: sorted by length across it, so codec calls pad little
 MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
@@ -111,65 +110,79 @@ def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched): adds `num_samples`, `problem_kind` and `problem` (null
-    when the audio is fine) and, with a codec, `audio_codes` (null for a turn with a problem: not encoded)."""
+    """`.map` transform over turn rows (batched): adds `num_samples`, `problem_kind` and `problem` (null when
+    the audio is fine) and, with a codec, `audio_codes` (null for a turn with a problem: it is not encoded).
+
+    With a codec, the turns of a map batch (a window of `ENCODE_WINDOW` turns) are encoded together by the
+    encoder pool of `transforms.encoders`: codec calls of turns sorted by length, on every device of
+    `devices`, their audio read ahead in threads.
+    """
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
     codec_model_id: str | None = None  # None: only measure
-    device: str = "auto"
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE
+    devices: str = "auto"  # a --devices value: where the codec runs
+    budget_seconds: float | None = None  # padded audio per codec call (None: the device type's default)
+    max_batch_turns: int | None = None  # turns per codec call at most (None: the budget decides)
+    allow_tf32: bool = False  # TF32 matmuls and convolutions on a GPU: faster, more near-tie codes flip
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        decoded = [read_turn_audio(audio, self.sampling_rate) for audio in batch["audio"]]
-        audios, faults = [samples for samples, _ in decoded], [fault for _, fault in decoded]
-        columns = {
-            "num_samples": np.array([0 if audio is None else len(audio) for audio in audios], dtype=np.int32),
-            "problem_kind": [None if fault is None else fault.kind for fault in faults],
-            "problem": [None if fault is None else fault.message for fault in faults],
-        }
-        if self.codec_model_id is not None:
-            columns["audio_codes"] = self.encode([None if fault else audio for audio, fault in zip(audios, faults)])
+        audio = batch["audio"]  # each column taken once, here: a map batch formats columns lazily, not thread-safely
+        faults: list[TurnFault | None] = [None] * len(audio)
+
+        def read(row: int) -> np.ndarray | None:
+            """Turn `row`'s samples, or None when they cannot be trained on (its fault is kept in `faults`)."""
+            samples, faults[row] = read_turn_audio(audio[row], self.sampling_rate)
+            return None if faults[row] else samples
+
+        if self.codec_model_id is None:
+            lengths = [0 if samples is None else len(samples) for samples in map(read, range(len(audio)))]
+            columns = {"num_samples": np.array(lengths, dtype=np.int32)}
+        else:
+            num_samples, codes = self.encode(read, batch["duration"])
+            columns = {"num_samples": num_samples.astype(np.int32), "audio_codes": codes}
+        columns["problem_kind"] = [None if fault is None else fault.kind for fault in faults]
+        columns["problem"] = [None if fault is None else fault.message for fault in faults]
         return columns
 
-    def encode(self, audios: list[np.ndarray | None]) -> list[np.ndarray | None]:
-        """The codes of each audio (None for None: a turn with a problem is not encoded)."""
-        from .core.codec import encode_batch, load_codec, resolve_device  # torch and Mimi: only for codes
+    def encode(self, read, durations: list[float]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Each turn's length and codes (None where `read` gives no audio). The codec calls are planned from the
+        headers' durations, so no audio is read before its call is near; reading runs in threads."""
+        from .encoders import encoder_pool
 
-        codec = load_codec(self.codec_model_id, resolve_device(self.device))
-        if codec.config.sampling_rate != self.sampling_rate:
-            raise ValueError(
-                f"{self.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, not {self.sampling_rate} Hz"
-            )
-        codes: list[np.ndarray | None] = [None] * len(audios)
-        present = [row for row, audio in enumerate(audios) if audio is not None]
-        by_length = [present[i] for i in np.argsort([len(audios[row]) for row in present], kind="stable")]
-        for start in range(0, len(by_length), self.batch_size):
-            rows = by_length[start : start + self.batch_size]
-            for row, row_codes in zip(rows, encode_batch(codec, [audios[row] for row in rows])):
-                codes[row] = row_codes
-        return codes
+        planned_lengths = np.rint(np.asarray(durations, dtype=np.float64) * self.sampling_rate)
+        return encoder_pool(self.encoder_settings()).encode(
+            read, planned_lengths, self.budget_seconds, self.max_batch_turns
+        )
+
+    def encoder_settings(self):
+        from .encoders import EncoderSettings, resolve_devices
+
+        devices = resolve_devices(self.devices)
+        return EncoderSettings(self.codec_model_id, devices, self.sampling_rate, self.allow_tf32)
 
     def fingerprint(self, turns: datasets.Dataset) -> str:
-        """The cache key: the turns, the rate and the codec's weights - not `device` or `batch_size`,
-        which do not change the result, so a run on another device or batch size reuses it."""
+        """The cache key: the turns, the rate and the codec's weights (and TF32, which changes codes) - not the
+        devices or the budget, which move codes by float rounding: a run on other devices reuses it."""
         identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
             identity += [CODES_FORMAT_VERSION, codec_identity(self.codec_model_id)]
+            if self.allow_tf32:
+                identity.append("tf32")
         return Hasher.hash(identity)
 
 
 def map_turn_audio(turns: datasets.Dataset, transform: TurnAudio, desc: str) -> datasets.Dataset:
-    if transform.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {transform.batch_size})")
+    if transform.max_batch_turns is not None and transform.max_batch_turns < 1:
+        raise ValueError(f"max_batch_turns must be at least 1 (got {transform.max_batch_turns})")
     turns = turns.cast_column("audio", datasets.Audio(decode=False))
     encoding = transform.codec_model_id is not None
     return turns.map(
         transform,
         batched=True,
-        batch_size=transform.batch_size * SORT_WINDOW if encoding else MEASURE_BATCH_SIZE,
+        batch_size=ENCODE_WINDOW if encoding else MEASURE_BATCH_SIZE,
         features=turn_audio_features(turns.features, with_codes=encoding),
         new_fingerprint=transform.fingerprint(turns),
         desc=desc,
@@ -186,13 +199,19 @@ def measure_turns(
 def encode_turns(
     turns: datasets.Dataset,
     codec_model_id: str = DEFAULT_CODEC_MODEL_ID,
-    device: str = "auto",
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
+    devices: str = "auto",
+    budget_seconds: float | None = None,
     sampling_rate: int = DEFAULT_SAMPLING_RATE,
+    allow_tf32: bool = False,
     desc: str = "Encoding turns",
 ) -> datasets.Dataset:
-    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once."""
-    return map_turn_audio(turns, TurnAudio(sampling_rate, codec_model_id, device, batch_size), desc)
+    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once.
+
+    `devices`: `auto` (every visible GPU, else the CPU), `cpu`, `cuda`, `cuda:N` or a comma list (one encoder
+    process per entry); `budget_seconds`: padded audio per codec call (default by device type).
+    """
+    transform = TurnAudio(sampling_rate, codec_model_id, devices, budget_seconds, allow_tf32=allow_tf32)
+    return map_turn_audio(turns, transform, desc)
 
 
 # --- conversations ---------------------------------------------------------------------------------
