@@ -19,7 +19,9 @@ from transforms.core.codec import _pad_as_if_alone, check_codec, codes_agreement
 from transforms.training.codes_training import (
     ALL_AUDIO,
     TARGET_AUDIO,
+    CodesBatchError,
     CodesCollator,
+    CodesInputIds,
     CsmForCodesTraining,
     codes_model_inputs,
 )
@@ -291,6 +293,75 @@ def test_trainer_trains_from_codes_without_running_the_codec(model, processor, c
     assert np.isfinite(result.training_loss)
     after = list(codes_model.backbone_model.parameters())
     assert any(not torch.equal(old, new) for old, new in zip(before, after))
+
+
+# --- a model that cannot consume codes fails loudly -------------------------------------------------
+
+
+def codes_collator(model, processor) -> CodesCollator:
+    return CodesCollator.for_model(model.config, pad_token_id=processor.tokenizer.pad_token_id)
+
+
+def test_the_stock_model_refuses_a_codes_batch_instead_of_embedding_audio_as_text(model, processor, codes_samples):
+    """Without the guard the stock forward swallows `audio_codes` in **kwargs and returns a finite loss."""
+    batch = codes_collator(model, processor)([codes_samples[i] for i in range(2)])
+    with pytest.raises(CodesBatchError, match="CsmForCodesTraining") as refused:
+        model(**batch)
+    assert "codes_model_inputs" in str(refused.value)
+    with torch.no_grad():  # the right models take the very same batch
+        expected = model(**codes_model_inputs(model, batch)).loss
+        assert codes_model_like(model)(**batch).loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+class CodesRows(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+def test_the_guard_survives_devices_and_dataloader_workers(model, processor, codes_samples):
+    collator = codes_collator(model, processor)
+    rows = [codes_samples[i] for i in range(4)]
+    loader = torch.utils.data.DataLoader(CodesRows(rows), batch_size=2, collate_fn=collator, num_workers=1)
+    batches = list(loader)  # pickled from a worker process back to this one
+    for batch in batches:
+        for ids in (batch["input_ids"], batch["input_ids"].to("cpu"), batch["input_ids"].clone()):
+            assert isinstance(ids, CodesInputIds)
+    with pytest.raises(CodesBatchError):
+        model(**{name: tensor.to("cpu") for name, tensor in batches[0].items()})
+    with torch.no_grad():
+        in_process = codes_model_like(model)(**collator(rows[:2])).loss
+        from_worker = codes_model_like(model)(**batches[0]).loss
+    assert from_worker.item() == in_process.item()
+
+
+@pytest.mark.parametrize("remove_unused_columns", [True, False])
+def test_the_trainer_refuses_to_train_the_stock_model_on_codes_rows(
+    model, processor, codes_samples, tmp_path, remove_unused_columns
+):
+    """True: the Trainer drops `audio_codes` (the stock forward does not name it) and the collator says so;
+    False: the batch reaches the stock forward, which cannot embed its ids."""
+    arguments = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        remove_unused_columns=remove_unused_columns,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+    )
+    trainer = Trainer(
+        model=model, args=arguments, train_dataset=codes_samples, data_collator=codes_collator(model, processor)
+    )
+    expected = "remove_unused_columns=True" if remove_unused_columns else "embeds input_ids without them"
+    with pytest.raises(CodesBatchError, match=expected) as refused:
+        trainer.train()
+    assert "CsmForCodesTraining" in str(refused.value)
 
 
 def test_a_codes_model_checkpoint_loads_back_as_a_plain_csm(model, tmp_path):

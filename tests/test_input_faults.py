@@ -476,7 +476,8 @@ def tampered(output: Path, target: Path, column: str, change) -> Path:
     def tamper(row, index):
         return {column: change(row[column])} if index == 1 else {}
 
-    loaded["train"] = loaded["train"].with_format("numpy").map(tamper, with_indices=True).with_format(None)
+    features = loaded["train"].features
+    loaded["train"] = loaded["train"].with_format("numpy").map(tamper, with_indices=True, features=features)
     loaded.save_to_disk(str(target))
     shutil.copyfile(output / REPORT_NAME, target / REPORT_NAME)
     return target
@@ -485,8 +486,8 @@ def tampered(output: Path, target: Path, column: str, change) -> Path:
 def set_sample(position, value):
     def change(samples):
         samples = np.array(samples, copy=True)
-        samples[position] = value
-        return samples
+        samples.reshape(-1)[position] = value  # a row's input_values are (1, samples), as the processor gives them
+        return samples.tolist()
     return change
 
 

@@ -64,7 +64,8 @@ def planned_features(conversation_features: datasets.Features) -> datasets.Featu
 
 
 def sample_features() -> datasets.Features:
-    """Processor-format samples: the processor's columns plus the metadata of the sample's window."""
+    """Processor-format samples: the processor's columns, as it returns them for the sample's window with only
+    the batch dimension removed (values, dtypes and shapes), plus the metadata of the window."""
     return datasets.Features(
         {
             "conversation_id": datasets.Value("string"),
@@ -74,11 +75,11 @@ def sample_features() -> datasets.Features:
             "num_context_turns": datasets.Value("int32"),
             "num_tokens": datasets.Value("int32"),
             "audio_seconds": datasets.Value("float32"),  # all audio of the sample, context included
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "attention_mask": datasets.List(datasets.Value("int8")),
-            "labels": datasets.List(datasets.Value("int32")),
-            "input_values": datasets.List(datasets.Value("float32")),
-            "input_values_cutoffs": datasets.List(datasets.Value("int32")),
+            "input_ids": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "attention_mask": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "labels": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "input_values": datasets.List(datasets.List(datasets.Value("float32"))),  # (1, samples): one channel
+            "input_values_cutoffs": datasets.List(datasets.Value("int64")),  # (audio segments,)
         }
     )
 

@@ -39,6 +39,7 @@ from ..maps import (
     plan_conversations,
     quiet_datasets_progress,
 )
+from .info import LOADED_FORMATS, samples_info
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .report import SplitResult, build_report
 from .writer import publish_dataset_dict
@@ -262,7 +263,8 @@ def prepare_with(
     setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
     with quiet_datasets_progress():
         results = {split: prepare_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
-    publish_dataset_dict({split: result.samples for split, result in results.items()}, output_dir)
+    samples = {split: result.samples for split, result in results.items()}
+    publish_dataset_dict(samples, output_dir, samples_info(options, samples), LOADED_FORMATS[options.format])
 
     report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds)
     if encoders is not None:
