@@ -16,6 +16,7 @@ import pytest
 from csm_synthetic.testing.demo import create_demo_corpus
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
+from transforms.pipeline.checksums import file_checksum
 from transforms.pipeline.options import ARGUMENTS_NAME, REPORT_NAME, PrepareOptions
 from transforms.pipeline.prepare import prepare
 from transforms.pipeline.verify import verify_output
@@ -234,7 +235,8 @@ def test_script_runs_from_the_command_line_with_the_original_flags(faulty_corpus
 
 
 def tampered_copy(output_dir, target, column, tamper):
-    """A copy of a prepared output whose first train row has `column` changed by `tamper`."""
+    """A copy of a prepared output whose first train row has `column` changed by `tamper`, its files recorded
+    in the report as written (a wrong row that a faulty prepare wrote: the checksums cannot tell)."""
     loaded = datasets.load_from_disk(str(output_dir))
 
     def change_first(row, index):
@@ -242,7 +244,10 @@ def tampered_copy(output_dir, target, column, tamper):
 
     loaded["train"] = loaded["train"].map(change_first, with_indices=True)
     loaded.save_to_disk(str(target))
-    (Path(target) / REPORT_NAME).write_text((Path(output_dir) / REPORT_NAME).read_text())
+    report = json.loads((Path(output_dir) / REPORT_NAME).read_text())
+    files = sorted(path for path in Path(target).rglob("*") if path.is_file())
+    report["files"] = {path.relative_to(target).as_posix(): file_checksum(path) for path in files}
+    (Path(target) / REPORT_NAME).write_text(json.dumps(report))
     return target
 
 

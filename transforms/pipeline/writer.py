@@ -2,7 +2,9 @@
 
 A `.map` result already lives in Arrow files of exactly the format `save_to_disk` writes. Publishing
 hard-links those files into the output folder (a copy only when the cache is on another filesystem)
-and writes the `state.json` / `dataset_info.json` that `load_from_disk` reads.
+and writes the `state.json` / `dataset_info.json` that `load_from_disk` reads. Every file appears under
+its name only when complete (written as `<name>.partial`, then renamed). The output's folders are always
+the splits `dataset_dict.json` declares: a split folder of an earlier run that is no split now goes.
 """
 
 from __future__ import annotations
@@ -11,17 +13,24 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import datasets
 
+from .checksums import file_checksum
+
 logger = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
 
 
 def _place_file(source: Path, target: Path) -> bool:
     """Hard-link `source` to `target` atomically; copy when linking is impossible. True if linked."""
-    partial = target.with_name(target.name + ".partial")
+    if target.exists() and os.path.samefile(source, target):
+        return True  # linked by an earlier run (and `rename` of one link onto another of the same file does nothing)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
     partial.unlink(missing_ok=True)
     try:
         os.link(source, partial)
@@ -33,14 +42,26 @@ def _place_file(source: Path, target: Path) -> bool:
     return linked
 
 
-def _write_json(path: Path, content: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+def write_json(path: Path, content: dict, sort_keys: bool = True) -> dict:
+    """Write `content` as JSON atomically; returns the file's checksum."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(content, indent=2, sort_keys=sort_keys, ensure_ascii=False), encoding="utf-8")
     os.replace(partial, path)
+    return file_checksum(path)
 
 
-def publish_split(dataset: datasets.Dataset, split_dir: Path) -> None:
-    """Make `split_dir` a `save_to_disk` folder of `dataset`, whose rows must all be in its cache files."""
+def remove_partials(folder: Path) -> None:
+    """Remove the `.partial` files a killed run left in an output folder (call it holding the folder's lock)."""
+    for partial in folder.rglob(f"*{PARTIAL_SUFFIX}"):
+        if partial.is_file():
+            partial.unlink()
+
+
+def publish_split(dataset: datasets.Dataset, split_dir: Path, checksum_of: Callable[[Path], dict]) -> dict[str, dict]:
+    """Make `split_dir` a `save_to_disk` folder of `dataset`, whose rows must all be in its cache files.
+
+    Returns each written file's checksum by its name; a linked (or copied) file's is `checksum_of` its source.
+    """
     files = [Path(cache["filename"]) for cache in dataset.cache_files]
     if dataset._indices is not None or not files:
         raise ValueError("publish_split needs a dataset made only of whole cache files (no select/shuffle indices)")
@@ -66,12 +87,42 @@ def publish_split(dataset: datasets.Dataset, split_dir: Path) -> None:
         "_output_all_columns": False,
         "_split": str(dataset.split) if dataset.split is not None else None,
     }
-    _write_json(split_dir / datasets.config.DATASET_STATE_JSON_FILENAME, state)
-    _write_json(split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(dataset.info))
+    checksums = {name: checksum_of(source) for source, name in zip(files, names)}
+    checksums[datasets.config.DATASET_STATE_JSON_FILENAME] = write_json(
+        split_dir / datasets.config.DATASET_STATE_JSON_FILENAME, state
+    )
+    checksums[datasets.config.DATASET_INFO_FILENAME] = write_json(
+        split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(dataset.info)
+    )
+    return checksums
 
 
-def publish_dataset_dict(splits: dict[str, datasets.Dataset], output_dir: Path) -> None:
-    """`output_dir` becomes loadable with `datasets.load_from_disk` as a `DatasetDict` of `splits`."""
+def publish_dataset_dict(
+    splits: dict[str, datasets.Dataset], output_dir: Path, checksum_of: Callable[[Path], dict] = file_checksum
+) -> dict[str, dict]:
+    """`output_dir` becomes loadable with `datasets.load_from_disk` as a `DatasetDict` of `splits`.
+
+    Returns the checksum of every file written, by its path relative to `output_dir` (`checksum_of` gives
+    those of the data files' sources: the cache has them already).
+    """
+    written = {}
     for name, dataset in splits.items():
-        publish_split(dataset, output_dir / name)
-    _write_json(output_dir / datasets.config.DATASETDICT_JSON_FILENAME, {"splits": list(splits)})
+        for file_name, checksum in publish_split(dataset, output_dir / name, checksum_of).items():
+            written[f"{name}/{file_name}"] = checksum
+    dict_json = datasets.config.DATASETDICT_JSON_FILENAME
+    written[dict_json] = write_json(output_dir / dict_json, {"splits": list(splits)})
+    for folder in stale_split_folders(output_dir, splits):
+        logger.warning("removing %s: split of an earlier run that this run has not", folder)
+        shutil.rmtree(folder)
+    return written
+
+
+def stale_split_folders(output_dir: Path, splits) -> list[Path]:
+    """Folders of `output_dir` that hold a split (a `state.json`) but are none of `splits`."""
+    return [
+        folder
+        for folder in sorted(output_dir.iterdir())
+        if folder.is_dir()
+        and folder.name not in splits
+        and (folder / datasets.config.DATASET_STATE_JSON_FILENAME).is_file()
+    ]
