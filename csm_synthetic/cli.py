@@ -57,7 +57,10 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
-STOP_SIGNALS = {signal.SIGINT: ("Ctrl-C (SIGINT)", ExitCode.INTERRUPTED), signal.SIGTERM: ("SIGTERM", ExitCode.TERMINATED)}
+STOP_SIGNALS = {
+    signal.SIGINT: ("Ctrl-C (SIGINT)", ExitCode.INTERRUPTED),
+    signal.SIGTERM: ("SIGTERM", ExitCode.TERMINATED),
+}
 FORCE_AFTER_SECONDS = 5  # a cleanup that hangs (a worker pool whose worker died holding its queue lock) is cut short
 
 
@@ -118,7 +121,7 @@ def end_worker(frame, status: int) -> None:
 
 
 def command_line(script: str, argv: list[str] | None = None) -> list[str]:
-    """The command the user ran, as words: the interpreter and `script` as invoked, then `argv` (default: sys.argv's)."""
+    """The command the user ran, as words: the interpreter and `script` as invoked, then `argv` (default: its own)."""
     argv = sys.argv[1:] if argv is None else argv
     if sys.argv and Path(sys.argv[0]).resolve() == Path(script).resolve():
         interpreter = sys.orig_argv[: len(sys.orig_argv) - len(sys.argv)]

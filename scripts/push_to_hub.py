@@ -30,9 +30,10 @@ examples:
   push_to_hub.py --prepared_dir prepared --repo_id me/csm-podcasts-samples
   push_to_hub.py --input_dir synthetic-dataset --to_dir repo && push_to_hub.py --staged_dir repo --repo_id me/x
 
-exit status: 0 done, {ExitCode.USAGE} bad arguments or input, {ExitCode.AUTH} no token / token rejected / permission
-denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout, Hub refused, or upload incomplete,
-{ExitCode.INTERRUPTED} Ctrl-C, {ExitCode.TERMINATED} SIGTERM (both: re-run the same command to continue)
+exit status: 0 done, {ExitCode.USAGE} bad arguments or input (or a full disk), {ExitCode.AUTH} no token / token
+rejected / permission denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout,
+Hub refused, or upload incomplete, {ExitCode.INTERRUPTED} Ctrl-C, {ExitCode.TERMINATED} SIGTERM (re-run the same
+command to continue)
 """
 
 

@@ -318,7 +318,7 @@ def test_two_runs_sharing_a_cache_both_give_the_uninterrupted_output(corpus, pro
             return prepare_script.main(prepare_arguments(corpus, output, tmp_path / "cache", processor_dir))
         return work
 
-    children = [start_child(run_when_told(tmp_path / f"out{index}"), tmp_path / f"run{index}.log") for index in range(2)]
+    children = [start_child(run_when_told(tmp_path / f"out{n}"), tmp_path / f"run{n}.log") for n in range(2)]
     go.set()
     assert [finish(child) for child in children] == [0, 0]
     for index in range(2):
@@ -405,7 +405,8 @@ def test_the_command_given_after_sigterm_is_the_users_own_with_resume(corpus, pr
 def test_a_full_disk_stops_with_one_line_and_nothing_finished_is_lost(corpus, processor_dir, reference, tmp_path):
     arguments = prepare_arguments(corpus, tmp_path / "out", tmp_path / "cache", processor_dir)
     largest_shard = max(path.stat().st_size for path in reference.rglob("data-*.arrow"))
-    child = start_child(lambda: prepare_script.main(arguments), tmp_path / "run.log", file_size_limit=largest_shard // 2)
+    limit = largest_shard // 2
+    child = start_child(lambda: prepare_script.main(arguments), tmp_path / "run.log", file_size_limit=limit)
     status = finish(child)
     text = (tmp_path / "run.log").read_text()
     assert status == 2, text[-3000:]
@@ -504,7 +505,8 @@ def test_an_overwrite_cut_between_its_two_renames_is_finished_by_the_next_run(ne
     arguments = new_arguments if new_output_complete else old_arguments
     assert prepare_script.main([*arguments, "--resume"]) == 0
     restored = ".out.partial" if new_output_complete else ".out.old"
-    assert f"{tmp_path / 'out'}: an interrupted replacement is finished ({restored} put in place)" in warnings_of(caplog)
+    finished = f"{tmp_path / 'out'}: an interrupted replacement is finished ({restored} put in place)"
+    assert finished in warnings_of(caplog)
     assert report_of(tmp_path / "out")["arguments"]["max_history"] == (1 if new_output_complete else 2)
     if not new_output_complete:
         assert_same_output(tmp_path / "out", reference)

@@ -46,7 +46,6 @@ from ..maps import (
     quiet_datasets_progress,
 )
 from .cache import MapCache
-from .checksums import file_checksum
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .report import SplitResult, build_report
 from .writer import publish_dataset_dict, remove_partials, write_json
@@ -162,6 +161,10 @@ def make_builder(options: PrepareOptions) -> CsmSynthetic:
 # --- the work ------------------------------------------------------------------------------------
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+_DEATH_SIGNAL_REGISTERED = False
+
+
 def forked_workers_die_with_their_parent() -> None:
     """Ask Linux to kill every process forked from now on when its parent dies (a no-op elsewhere).
 
@@ -183,10 +186,6 @@ def forked_workers_die_with_their_parent() -> None:
     _DEATH_SIGNAL_REGISTERED = True
 
 
-PR_SET_PDEATHSIG = 1
-_DEATH_SIGNAL_REGISTERED = False
-
-
 def conversation_shards(turns: datasets.Dataset, conversations_per_shard: int) -> list[range]:
     """Rows of `turns` (ordered by conversation) cut into shards of whole conversations."""
     ids = turns.data.column("conversation_id").to_pylist()
@@ -203,7 +202,9 @@ def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format,
             turns, turn_audio.fingerprint(turns), lambda: map_turn_audio(turns, turn_audio, desc="Reading turns")
         )
         conversations = cache.checked(with_audio, "conversations", lambda: group_conversations(with_audio))
-        planned = cache.checked(conversations, transform.plan, lambda: plan_conversations(conversations, transform.plan))
+        planned = cache.checked(
+            conversations, transform.plan, lambda: plan_conversations(conversations, transform.plan)
+        )
         samples = cache.checked(planned, transform, lambda: build_samples(planned, transform, options.num_proc))
     result = SplitResult(planned, samples)
     if len(samples) != result.planned_samples:
@@ -236,7 +237,8 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
         found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
         raise InputError(f"no usable conversation found under {options.input_dir!r}{found}")
     output_dir = Path(options.output_dir).resolve()
-    with FolderLock(output_dir, "--output_dir"), write_errors(output_dir, options.cache_dir or datasets.config.HF_DATASETS_CACHE):
+    cache_dir = options.cache_dir or datasets.config.HF_DATASETS_CACHE
+    with FolderLock(output_dir, "--output_dir"), write_errors(output_dir, cache_dir):
         build_dir = claim_output(options, resume, overwrite)
         try:
             report = write_output(build_dir, options, fmt, builder, started)
@@ -251,7 +253,7 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
 
 def write_output(build_dir: Path, options: PrepareOptions, fmt: Format, builder: CsmSynthetic, started: float) -> dict:
     """Every step into the cache, the samples into `build_dir`, then the report, which marks a finished run."""
-    write_json(build_dir / ARGUMENTS_NAME, options.output_defining(), sort_keys=False)
+    arguments_checksum = write_json(build_dir / ARGUMENTS_NAME, options.output_defining(), sort_keys=False)
     (build_dir / REPORT_NAME).unlink(missing_ok=True)
 
     builder.download_and_prepare()
@@ -259,8 +261,8 @@ def write_output(build_dir: Path, options: PrepareOptions, fmt: Format, builder:
     splits = builder.as_dataset()
     with quiet_datasets_progress(), MapCache.of(next(iter(splits.values()))) as cache:
         results = {split: prepare_split(turns, split, options, fmt, cache) for split, turns in splits.items()}
-    files = publish_dataset_dict({split: result.samples for split, result in results.items()}, build_dir, cache.checksum)
-    files[ARGUMENTS_NAME] = file_checksum(build_dir / ARGUMENTS_NAME)
+    samples = {split: result.samples for split, result in results.items()}
+    files = {ARGUMENTS_NAME: arguments_checksum, **publish_dataset_dict(samples, build_dir, cache.checksum)}
 
     report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds, files)
     write_json(build_dir / REPORT_NAME, report, sort_keys=False)

@@ -128,7 +128,9 @@ def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, di
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise InputError(f"{report_path} is unreadable ({error}): rerun prepare with --resume to write it again") from error
+        raise InputError(
+            f"{report_path} is unreadable ({error}): rerun prepare with --resume to write it again"
+        ) from error
     arguments = report["arguments"]
     processor = load_processor(model_id or arguments["model_id"])
     rules = Rules(
