@@ -21,7 +21,17 @@ from pathlib import Path
 import datasets
 
 from .audio import DEFAULT_SAMPLING_RATE
-from .corpus import ALL_LANGUAGES, Conversation, Corpus, find_language_dirs, read_corpus
+from .corpus import (
+    ALL_LANGUAGES,
+    SEGMENTS_DIR,
+    Conversation,
+    Corpus,
+    conversation_id_of,
+    find_conversation_dirs,
+    find_language_dirs,
+    read_corpus,
+    segments_entries,
+)
 from .errors import InputError
 from .settings import CorpusSettings
 from .splits import SPLITS
@@ -74,18 +84,31 @@ def available_configs(data_dir: str | os.PathLike) -> list[str]:
 
 
 def corpus_fingerprint(data_dir: str | os.PathLike, languages: list[str] | None) -> str:
-    """Hash of every file's path, size and mtime: a changed corpus gets a fresh cache, not a stale one."""
+    """Hash of what the reader reads: each conversation's id and the path, size and mtime of every entry of its
+    `segments/` (behind links: their targets'), found by the reader's own traversal.
+
+    A changed corpus gets a fresh cache, not a stale one, also where the change is behind a symbolic link;
+    files that are no part of a conversation (an output or cache folder inside the corpus root, `_meta/`)
+    change nothing. Languages enter through the conversation ids: a language folder without a conversation
+    yields no rows.
+    """
     root = Path(data_dir)
     hasher = hashlib.sha256()
-    for language_dir in find_language_dirs(root):
-        if languages is not None and language_dir.name not in languages:
-            continue
-        for folder, subfolders, files in os.walk(language_dir):
-            subfolders.sort()
-            for name in sorted(files):
-                stat = os.stat(os.path.join(folder, name))
-                relative = os.path.relpath(os.path.join(folder, name), root)
-                hasher.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    conversation_dirs, _ = find_conversation_dirs(root, languages)
+    for conversation_dir in conversation_dirs:
+        conversation_id = conversation_id_of(conversation_dir, root)
+        hasher.update(f"{conversation_id}\n".encode())
+        try:
+            entries = segments_entries(conversation_dir / SEGMENTS_DIR)
+        except OSError:
+            entries = []  # the reader reports the conversation unreadable: no rows
+        for entry in entries:
+            try:
+                stat = entry.stat()  # follows links
+                size, mtime = stat.st_size, stat.st_mtime_ns
+            except OSError:  # a broken link: the reader reports it
+                size = mtime = -1
+            hasher.update(f"{conversation_id}/{SEGMENTS_DIR}/{entry.name}\0{size}\0{mtime}\n".encode())
     return hasher.hexdigest()[:16]
 
 

@@ -9,7 +9,12 @@ Policy for faults:
 - A single bad turn (empty text, audio unreadable, empty or too long) cuts the conversation just before
   it: the turns before stay (their context is whole), the bad turn and everything after it are dropped.
 - Leftover files next to the data are reported and otherwise ignored; so is a conversation without any turn.
+- Symbolic links to folders and files are followed. A link that leads back to a folder above it (a cycle),
+  to a folder already read through another path, or nowhere is reported and not followed.
 Every fault becomes a `Problem` naming the conversation and, where there is one, the 0-based turn.
+
+The builder's cache fingerprint hashes the files that `find_conversation_dirs` and `segments_entries`
+list - the very traversal this reader uses - so what is read is what is fingerprinted.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ SEGMENTS_DIR = "segments"
 AUDIO_SUFFIXES = (".wav", ".flac")
 DEFAULT_MAX_TURN_SECONDS = 60.0
 ALL_LANGUAGES = "all"  # the config / selection of every language folder
+NOT_A_LANGUAGE = ("_", ".")  # name prefixes of folders at the root that are no language (`_meta/`, hidden ones)
 
 # "[2]: Danke, schön hier zu sein."
 _SCRIPT_LINE = re.compile(r"^\[(\d+)\]:(.*)$")
@@ -52,6 +58,15 @@ class ProblemKind:
     UNEXPECTED_FILE = "unexpected_file"
     TRUNCATED = "conversation_truncated"
     EMPTY_CONVERSATION = "empty_conversation"
+    # the traversal
+    SYMLINK_CYCLE = "symlink_cycle"
+    DUPLICATE_FOLDER = "duplicate_folder"
+    BROKEN_LINK = "broken_link"
+    UNREADABLE_FOLDER = "unreadable_folder"
+    # found by the prepare steps, which decode the audio and tokenize the text (`transforms`)
+    NON_FINITE_AUDIO = "non_finite_audio"
+    OUT_OF_RANGE_AUDIO = "out_of_range_audio"
+    SPECIAL_TOKEN_IN_TEXT = "special_token_in_text"
 
 
 @dataclass(frozen=True)
@@ -136,23 +151,81 @@ class ConversationFault(Exception):
 
 
 def is_language_dir(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith(("_", "."))
+    return path.is_dir() and not path.name.startswith(NOT_A_LANGUAGE)
 
 
 def find_language_dirs(root: Path) -> list[Path]:
     return sorted(path for path in root.iterdir() if is_language_dir(path))
 
 
-def find_conversation_dirs(language_dir: Path) -> list[Path]:
-    """Every folder under `language_dir` (any depth) that holds a `segments/` folder."""
-    found = []
-    for folder, subfolders, _ in os.walk(language_dir):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-        if SEGMENTS_DIR in subfolders:
-            found.append(Path(folder))
-            subfolders.clear()  # a conversation's own folders hold no further conversations
+def find_conversation_dirs(root: Path, languages: list[str] | None = None) -> tuple[list[Path], list[Problem]]:
+    """Every folder (any depth) under the language folders of `root` that holds a `segments/` folder, in id
+    order, and the problems of the traversal. `languages`: only these language folders (None: all).
+
+    Symbolic links are followed, each folder is read once: a link back to a folder above it (a cycle), a
+    second path to a folder already read, or a link to nothing is reported instead. Paths keep the links
+    (ids are the paths as seen from the root); only the cycle check resolves them.
+    """
+    traversal = _Traversal(root)
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(NOT_A_LANGUAGE) or (languages is not None and entry.name not in languages):
+            continue
+        if entry.is_dir():
+            traversal.walk(entry, (os.path.realpath(root),))
+        elif is_broken_link(entry):  # a language folder on storage that is not mounted
+            traversal.report(entry, ProblemKind.BROKEN_LINK, broken_link_message(entry))
     # by the POSIX string, which is the order of conversation ids ("a-b" < "a/c"; as Path parts it is the reverse)
-    return sorted(found, key=lambda path: path.as_posix())
+    return sorted(traversal.found, key=lambda path: path.as_posix()), traversal.problems
+
+
+class _Traversal:
+    def __init__(self, root: Path):
+        self.root = root
+        self.found: list[Path] = []
+        self.problems: list[Problem] = []
+        self.seen: dict[str, Path] = {}  # real path of each folder read -> the path it was read as
+
+    def walk(self, folder: Path, above: tuple[str, ...]) -> None:
+        real = os.path.realpath(folder)
+        if real in above:
+            self.report(folder, ProblemKind.SYMLINK_CYCLE, f"links to {real}, a folder above it (a cycle): skipped")
+            return
+        if real in self.seen:
+            first = conversation_id_of(self.seen[real], self.root)
+            self.report(folder, ProblemKind.DUPLICATE_FOLDER, f"leads to {real}, already read as {first}: skipped")
+            return
+        self.seen[real] = folder
+        if (folder / SEGMENTS_DIR).is_dir():
+            self.found.append(folder)
+            return  # a conversation's own folders hold no further conversations
+        try:
+            entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+        except OSError as error:
+            self.report(folder, ProblemKind.UNREADABLE_FOLDER, f"cannot list the folder: {error}")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                self.walk(Path(entry.path), (*above, real))
+            elif is_broken_link(Path(entry.path)):
+                self.report(Path(entry.path), ProblemKind.BROKEN_LINK, broken_link_message(Path(entry.path)))
+
+    def report(self, path: Path, kind: str, message: str) -> None:
+        self.problems.append(Problem(conversation_id_of(path, self.root), None, kind, message))
+
+
+def is_broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
+
+
+def broken_link_message(path: Path) -> str:
+    return f"{path.name} is a link to {os.readlink(path)}, which does not exist (storage not mounted?)"
+
+
+def segments_entries(segments_dir: Path) -> list[Path]:
+    """What a conversation's `segments/` folder holds, by name: the files the reader reads (and reports)."""
+    return sorted(segments_dir.iterdir())
 
 
 def conversation_id_of(conversation_dir: Path, root: Path) -> str:
@@ -215,9 +288,20 @@ def read_script(segments_dir: Path, conversation_id: str) -> list[ScriptLine]:
 
 
 def list_audio_files(segments_dir: Path, conversation_id: str) -> tuple[list[AudioFile], list[Problem]]:
-    """Audio files of a conversation, sorted by turn number, and problems for leftover files."""
+    """Audio files of a conversation, sorted by turn number, and problems for leftover files and broken links.
+
+    Raises `ConversationFault` when the folder cannot be listed."""
     audio_files, problems = [], []
-    for entry in sorted(segments_dir.iterdir()):
+    try:
+        entries = segments_entries(segments_dir)
+    except OSError as error:
+        raise ConversationFault(
+            [Problem(conversation_id, None, ProblemKind.UNREADABLE_FOLDER, f"cannot list {SEGMENTS_DIR}/: {error}")]
+        ) from error
+    for entry in entries:
+        if is_broken_link(entry):
+            problems.append(Problem(conversation_id, None, ProblemKind.BROKEN_LINK, broken_link_message(entry)))
+            continue
         if entry.name == SCRIPT_NAME:
             continue
         numbers = parse_audio_name(entry.name) if entry.is_file() else None
@@ -324,6 +408,22 @@ def read_turn(
     return turn, None
 
 
+def truncation(conversation_id: str, first_dropped: int, num_turns: int) -> Problem:
+    """The record of a conversation cut before its bad turn `first_dropped` (of turns 0 to `num_turns` - 1).
+
+    The reader and the prepare steps (which find bad turns when decoding audio or tokenizing text) both
+    cut by this rule and report it with this record.
+    """
+    return Problem(
+        conversation_id,
+        first_dropped,
+        ProblemKind.TRUNCATED,
+        f"kept turns 0-{first_dropped - 1}, dropped turns {first_dropped}-{num_turns - 1} of {num_turns}"
+        if first_dropped
+        else f"dropped all {num_turns} turns",
+    )
+
+
 def read_conversation(
     conversation_dir: Path, root: Path, max_turn_seconds: float = DEFAULT_MAX_TURN_SECONDS
 ) -> tuple[Conversation, list[Problem]]:
@@ -331,8 +431,9 @@ def read_conversation(
     conversation_id = conversation_id_of(conversation_dir, root)
     language = PurePosixPath(conversation_id).parts[0]
     segments_dir = conversation_dir / SEGMENTS_DIR
-    audio_files, problems = list_audio_files(segments_dir, conversation_id)
+    problems = []
     try:
+        audio_files, problems = list_audio_files(segments_dir, conversation_id)
         lines = read_script(segments_dir, conversation_id)
         pairs = pair_script_with_audio(lines, audio_files, conversation_id)
     except ConversationFault as fault:
@@ -345,17 +446,7 @@ def read_conversation(
     for index, (line, audio) in enumerate(pairs):
         turn, problem = read_turn(index, line, audio, conversation_id, max_turn_seconds)
         if problem is not None:
-            problems.append(problem)
-            problems.append(
-                Problem(
-                    conversation_id,
-                    index,
-                    ProblemKind.TRUNCATED,
-                    f"kept turns 0-{index - 1}, dropped turns {index}-{len(pairs) - 1} of {len(pairs)}"
-                    if index
-                    else f"dropped all {len(pairs)} turns",
-                )
-            )
+            problems += [problem, truncation(conversation_id, index, len(pairs))]
             break
         turns.append(turn)
     return Conversation(conversation_id, language, tuple(turns)), problems
@@ -370,13 +461,12 @@ def read_corpus(
     root = Path(input_dir)
     if not root.is_dir():
         raise InputError(f"corpus folder {str(root)!r} does not exist or is not a folder")
-    conversations, problems = [], []
-    for language_dir in find_language_dirs(root):
-        if languages is not None and language_dir.name not in languages:
-            continue
-        for conversation_dir in find_conversation_dirs(language_dir):
-            conversation, found = read_conversation(conversation_dir, root, max_turn_seconds)
-            problems.extend(found)
-            if conversation.turns:
-                conversations.append(conversation)
+    conversation_dirs, problems = find_conversation_dirs(root, languages)
+    conversations = []
+    for conversation_dir in conversation_dirs:
+        conversation, found = read_conversation(conversation_dir, root, max_turn_seconds)
+        problems.extend(found)
+        if conversation.turns:
+            conversations.append(conversation)
+    problems.sort(key=lambda problem: problem.conversation_id)  # stable: each conversation's in the order found
     return Corpus(str(root), tuple(conversations), tuple(problems))

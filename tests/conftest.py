@@ -6,6 +6,7 @@ Session-scoped fixtures are shared by every test: tests must not write into them
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,18 @@ MISALIGNMENT_FAULTS = {
 BAD_TURN_FAULTS = {"empty_text", "unreadable_audio", "empty_audio", "too_long_audio"}
 # Faults that cost no turn.
 HARMLESS_FAULTS = {"leftover_files"}
+# Ways of assembling a corpus that the reader follows: no problem, no turn lost.
+LINKED_FAULTS = {"symlinked_conversation", "symlinked_segments"}
+# A link to a folder above it: reported, no conversation.
+CYCLE_FAULTS = {"symlink_cycle"}
+# Faults of one turn that only the prepare steps see (decoding the audio, tokenizing the text), as the kind
+# they report: the reader keeps the conversation whole, the steps cut it just before that turn.
+STEP_FAULTS = {
+    "non_finite_audio": ProblemKind.NON_FINITE_AUDIO,
+    "out_of_range_audio": ProblemKind.OUT_OF_RANGE_AUDIO,
+    "corrupt_flac": ProblemKind.UNREADABLE_AUDIO,
+    "special_token_in_text": ProblemKind.SPECIAL_TOKEN_IN_TEXT,
+}
 
 # An independent reading of the layout of CORPUS.md, to check the reader against.
 AUDIO_NAME = re.compile(r"^(?:segment_)?(\d+)_(?:speaker|spk)(\d+)\.(?:wav|flac)$", re.IGNORECASE)
@@ -55,6 +68,8 @@ def expected_problems(demo) -> Counter:
     """(conversation_id, turn_index, kind) the reader must report for the demo manifest, with multiplicity."""
     expected = Counter()
     for fault in demo.faults:
+        if fault.kind in LINKED_FAULTS or fault.kind in STEP_FAULTS:
+            continue
         if fault.kind == "leftover_files":  # one problem per leftover file
             expected[(fault.conversation_id, None, ProblemKind.UNEXPECTED_FILE)] += len(LEFTOVER_FILES)
             continue
@@ -62,6 +77,27 @@ def expected_problems(demo) -> Counter:
         if fault.kind in BAD_TURN_FAULTS:
             expected[(fault.conversation_id, fault.turn_index, ProblemKind.TRUNCATED)] += 1
     return expected
+
+
+def expected_prepare_problems(demo) -> Counter:
+    """The triples a prepare run must report for the demo manifest: the reader's and the steps'."""
+    expected = expected_problems(demo)
+    for fault in demo.faults:
+        if fault.kind in STEP_FAULTS:
+            expected[(fault.conversation_id, fault.turn_index, STEP_FAULTS[fault.kind])] += 1
+            expected[(fault.conversation_id, fault.turn_index, ProblemKind.TRUNCATED)] += 1
+    return expected
+
+
+def broken_audio_turns(demo) -> set[tuple[str, int]]:
+    """(conversation_id, turn_index) of the demo turns whose audio header is fine but whose samples are not."""
+    audio_faults = set(STEP_FAULTS) - {"special_token_in_text"}
+    return {(fault.conversation_id, fault.turn_index) for fault in demo.faults if fault.kind in audio_faults}
+
+
+def is_reported(fault) -> bool:
+    """Whether a prepare run reports this manifest entry (a linked conversation is no fault: nothing to report)."""
+    return fault.kind not in LINKED_FAULTS
 
 
 def problem_keys(problems) -> Counter:
@@ -112,6 +148,19 @@ def write_conversation(
         samples = 0.1 * rng.standard_normal(frames(n)).astype(np.float32)
         sf.write(segments / naming.format(turn=n, speaker=speaker), samples, sample_rate, subtype="PCM_16")
     return segments
+
+
+def copy_report_as_written(output: Path, copy: Path) -> None:
+    """Give `copy` (a `save_to_disk` copy of the prepared `output` with rows changed on purpose) the report of
+    `output`, with the checksums of `copy`'s own files: wrong rows that a faulty prepare wrote, which file
+    checksums cannot tell from right ones, so that verify's row checks are what finds them."""
+    from transforms.pipeline.checksums import file_checksum
+    from transforms.pipeline.options import REPORT_NAME
+
+    report = json.loads((Path(output) / REPORT_NAME).read_text(encoding="utf-8"))
+    files = sorted(path for path in Path(copy).rglob("*") if path.is_file())
+    report["files"] = {path.relative_to(copy).as_posix(): file_checksum(path) for path in files}
+    (Path(copy) / REPORT_NAME).write_text(json.dumps(report), encoding="utf-8")
 
 
 def rows_by_split(dataset: datasets.DatasetDict) -> dict[str, list[dict]]:
@@ -169,12 +218,14 @@ def faults_by_conversation(demo) -> dict[str, set[str]]:
     return found
 
 
-def expected_turn_count(demo, conversation_id: str) -> int:
-    """How many turns the reader must keep of a demo conversation, from the manifest alone."""
+def expected_turn_count(demo, conversation_id: str, steps: bool = False) -> int:
+    """How many turns the reader (`steps`: and then the prepare steps) must keep of a demo conversation, from
+    the manifest alone."""
     kinds = faults_by_conversation(demo).get(conversation_id, set())
     if kinds & MISALIGNMENT_FAULTS:
         return 0
-    cut = [f.turn_index for f in demo.faults if f.conversation_id == conversation_id and f.kind in BAD_TURN_FAULTS]
+    cutting = BAD_TURN_FAULTS | set(STEP_FAULTS) if steps else BAD_TURN_FAULTS
+    cut = [f.turn_index for f in demo.faults if f.conversation_id == conversation_id and f.kind in cutting]
     return min(cut) if cut else demo_conversation(demo, conversation_id).turns
 
 

@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import re
 from collections import Counter
 from itertools import pairwise
@@ -7,15 +8,19 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+import numpy as np
+
 from csm_synthetic.testing.demo import (
     FAULT_KINDS,
+    LINKED_DIR,
     SCRIPT_NAME,
+    SPECIAL_TOKEN,
     TOO_LONG_SECONDS,
     create_benchmark_corpus,
     create_demo_corpus,
 )
 
-AUDIO_NAME = re.compile(r"^(?:segment_)?(\d+)_(?:speaker|spk)(\d+)\.wav$")
+AUDIO_NAME = re.compile(r"^(?:segment_)?(\d+)_(?:speaker|spk)(\d+)\.(?:wav|flac)$")
 SCRIPT_LINE = re.compile(r"^\[(\d+)\]:\s*(.*)$")
 SHORT_TURNS = (0.2, 0.6)  # seconds; keeps the tests fast
 
@@ -37,7 +42,9 @@ def script_lines(segments: Path) -> list[str]:
 def audio_files(segments: Path) -> dict[int, list[tuple[int, str]]]:
     """turn number -> [(speaker, file name)], ordered by number rather than by name."""
     by_turn: dict[int, list[tuple[int, str]]] = {}
-    for path in segments.glob("*.wav"):
+    for path in segments.glob("*"):
+        if path.suffix not in (".wav", ".flac"):
+            continue
         turn, speaker = AUDIO_NAME.match(path.name).groups()
         by_turn.setdefault(int(turn), []).append((int(speaker), path.name))
     return dict(sorted(by_turn.items()))
@@ -177,6 +184,32 @@ def test_fault_is_on_disk(corpus, kind):
         assert not (segments / SCRIPT_NAME).exists() and files
     elif kind == "leftover_files":
         assert (segments / ".DS_Store").is_file() and (segments / "notes.txt").is_file()
+    elif kind == "symlinked_conversation":
+        folder = corpus.root / fault.conversation_id
+        assert folder.is_symlink() and folder.resolve().parent == (corpus.root / LINKED_DIR).resolve()
+        assert not Path(os.readlink(folder)).is_absolute()  # the corpus can be moved with its links
+        assert len(files) == len(lines) > 0
+    elif kind == "symlinked_segments":
+        assert segments.is_symlink() and not segments.parent.is_symlink()
+        assert segments.resolve().parent == (corpus.root / LINKED_DIR).resolve()
+        assert len(files) == len(lines) > 0
+    elif kind == "symlink_cycle":
+        link = corpus.root / fault.conversation_id
+        assert link.is_symlink() and link.resolve() == link.parent.resolve()
+    elif kind == "non_finite_audio":
+        samples, _ = sf.read(paths[turn], dtype="float32")
+        assert 0 < np.count_nonzero(~np.isfinite(samples)) < len(samples) and sf.info(paths[turn]).subtype == "FLOAT"
+    elif kind == "out_of_range_audio":
+        samples, _ = sf.read(paths[turn], dtype="float32")
+        assert np.all(np.isfinite(samples)) and np.max(np.abs(samples)) > 100
+    elif kind == "corrupt_flac":
+        assert paths[turn].suffix == ".flac" and sf.info(paths[turn]).frames > 0  # the header reads
+        with pytest.raises(sf.LibsndfileError):
+            sf.read(paths[turn])
+    elif kind == "special_token_in_text":
+        assert SPECIAL_TOKEN in lines[fault.turn_index] and len(files) == len(lines)
+    else:
+        pytest.fail(f"no check for {kind}")
 
 
 def test_benchmark_corpus_is_plain_24k_mono_pcm16(tmp_path):

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BAD_TURN_FAULTS, MISALIGNMENT_FAULTS, expected_problems, problem_keys, write_conversation
+from conftest import (
+    BAD_TURN_FAULTS,
+    CYCLE_FAULTS,
+    MISALIGNMENT_FAULTS,
+    expected_problems,
+    problem_keys,
+    write_conversation,
+)
 from csm_synthetic.inspect import TOTAL, format_summary, summarize_corpus
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import SPLITS, split_of
@@ -74,7 +81,7 @@ def test_script_counts_match_the_reader(demo, demo_corpus, script_summary):
     for split in SPLITS:
         assert script_summary["by_split"][split]["turns"] == sum(by_split[(lang, split)] for lang in demo_corpus.languages)
 
-    dropped = {f.conversation_id for f in demo.faults if f.kind in MISALIGNMENT_FAULTS}
+    dropped = {f.conversation_id for f in demo.faults if f.kind in MISALIGNMENT_FAULTS | CYCLE_FAULTS}
     truncated = {f.conversation_id for f in demo.faults if f.kind in BAD_TURN_FAULTS}
     assert set(script_summary["dropped_conversations"]) == dropped
     assert set(script_summary["truncated_conversations"]) == truncated

@@ -13,10 +13,10 @@ from pathlib import Path
 import datasets
 import pytest
 
+from conftest import copy_report_as_written, is_reported
 from csm_synthetic.testing.demo import create_demo_corpus
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
-from transforms.pipeline.checksums import file_checksum
 from transforms.pipeline.options import ARGUMENTS_NAME, REPORT_NAME, PrepareOptions
 from transforms.pipeline.prepare import prepare
 from transforms.pipeline.verify import verify_output
@@ -85,7 +85,7 @@ def test_report_holds_every_corpus_fault_and_the_arguments(reference, faulty_cor
     on_disk = json.loads((Path(options.output_dir) / REPORT_NAME).read_text())
     assert on_disk == report
     reported = {(p["conversation_id"], p["turn_index"]) for p in report["problems"]}
-    for fault in faulty_corpus.faults:
+    for fault in filter(is_reported, faulty_corpus.faults):  # a linked conversation is no fault
         assert (fault.conversation_id, fault.turn_index) in reported, fault
     assert all(set(p) >= {"conversation_id", "turn_index", "problem", "kind"} for p in report["problems"])
     assert report["arguments"]["max_history"] == options.max_history
@@ -244,10 +244,7 @@ def tampered_copy(output_dir, target, column, tamper):
 
     loaded["train"] = loaded["train"].map(change_first, with_indices=True)
     loaded.save_to_disk(str(target))
-    report = json.loads((Path(output_dir) / REPORT_NAME).read_text())
-    files = sorted(path for path in Path(target).rglob("*") if path.is_file())
-    report["files"] = {path.relative_to(target).as_posix(): file_checksum(path) for path in files}
-    (Path(target) / REPORT_NAME).write_text(json.dumps(report))
+    copy_report_as_written(output_dir, target)
     return target
 
 

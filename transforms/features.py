@@ -1,8 +1,8 @@
 """The `datasets` features of every kind of row the transforms make, in one place.
 
-turn rows (the builder's)  --TurnAudio-->  + num_samples [+ audio_codes]
+turn rows (the builder's)  --TurnAudio-->  + num_samples, problem_kind, problem [+ audio_codes]
     --group_conversations-->  one row per conversation, per-turn lists
-    --PlanWindows-->  + rendered, message_tokens, window_start, skipped
+    --PlanWindows-->  + rendered, message_tokens, window_start, skipped, problems
     --ContextualSamples / CodesSamples-->  samples (`sample_features` / `codes_sample_features`)
 """
 
@@ -16,10 +16,13 @@ PROCESSOR_ONLY_COLUMNS = ("input_values", "input_values_cutoffs", "labels")
 
 
 def turn_audio_features(turn_features: datasets.Features, with_codes: bool) -> datasets.Features:
-    """The builder's turn features (audio as a reference), plus each turn's length and, for codes, its codes."""
+    """The builder's turn features (audio as a reference), plus each turn's length, what is wrong with its
+    audio (null when nothing) and, for codes, its codes (null for a turn with a problem)."""
     features = datasets.Features(dict(turn_features))
     features["audio"] = datasets.Audio(decode=False)
     features["num_samples"] = datasets.Value("int32")  # at the sampling rate of the samples
+    features["problem_kind"] = datasets.Value("string")  # a `ProblemKind`
+    features["problem"] = datasets.Value("string")  # the message, naming the file
     if with_codes:
         features["audio_codes"] = CODES
     return features
@@ -41,13 +44,22 @@ def skip_feature() -> datasets.List:
     )
 
 
+def problem_feature() -> datasets.List:
+    """A conversation's problems found by the steps: `Problem.to_dict()` without the conversation id."""
+    return datasets.List(
+        {"turn_index": datasets.Value("int32"), "kind": datasets.Value("string"), "problem": datasets.Value("string")}
+    )
+
+
 def planned_features(conversation_features: datasets.Features) -> datasets.Features:
-    """Conversation rows with their plan: each turn's rendering, token count and window start (-1: no sample)."""
+    """Conversation rows with their plan: each turn's rendering, token count and window start (-1: no sample),
+    the turns skipped for their length and the problems of a bad turn before which the conversation is cut."""
     features = datasets.Features(dict(conversation_features))
     features["rendered"] = datasets.List(datasets.Value("string"))
     features["message_tokens"] = datasets.List(datasets.Value("int32"))
     features["window_start"] = datasets.List(datasets.Value("int32"))
     features["skipped"] = skip_feature()
+    features["problems"] = problem_feature()
     return features
 
 

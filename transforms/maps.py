@@ -12,7 +12,9 @@ Step by step (what `map_samples` does, and what the prepare pipeline runs per sh
     samples = build_samples(planned, transform)   # one sample per planned window
 
 The transforms are frozen dataclasses of plain values, so `datasets` can hash them and cache each map.
-Turns that get no sample are data, not silence: `planned["skipped"]` lists them with a reason.
+Turns that get no sample are data, not silence: `planned["skipped"]` lists them with a reason, and
+`planned["problems"]` the bad turn (unreadable or non-finite audio, special tokens in the text) before
+which a conversation is cut. Bad audio never raises: `TurnAudio` records it in the turn's row.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datasets.utils.tqdm import are_progress_bars_disabled
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
 
 from .arrow import samples_table
+from .core.audio_checks import TurnFault, check_turn_audio, decoding_fault
 from .core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, load_processor
 from .core.plan import ConversationText, plan_conversation, window_start_column, windows_of
 from .core.windows import DEFAULT_MAX_TOKENS
@@ -50,6 +53,7 @@ MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
 CODES_FORMAT_VERSION = "1"  # part of the encoding cache key: bump when the codes of a turn change meaning
+TURN_AUDIO_VERSION = "2"  # part of TurnAudio's cache key: bump when its columns or checks change
 
 
 _IMPORTING_PROCESS = os.getpid()
@@ -82,20 +86,33 @@ def quiet_datasets_progress() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
-    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes)."""
+def audio_name(audio: dict) -> str:
+    """The file name of a row's audio reference, for messages."""
+    return os.path.basename(audio.get("path") or "") or "embedded audio"
+
+
+def read_turn_audio(audio: dict, sampling_rate: int) -> tuple[np.ndarray | None, TurnFault | None]:
+    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes), and
+    their fault (None when fine). Bad audio is a fault, never an exception: the conversation gets cut there."""
     try:
         samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate)
-    except Exception as error:  # soundfile raises several types for one cause: unreadable audio
-        raise ValueError(f"{where}: cannot read audio {audio.get('path')!r}: {error}") from error
-    if not len(samples):
-        raise ValueError(f"{where}: audio {audio.get('path')!r} is empty")
+    except (RuntimeError, OSError, ValueError, EOFError) as error:  # soundfile: several types for one cause
+        return None, decoding_fault(audio_name(audio), error)
+    return samples, check_turn_audio(samples, sampling_rate, audio_name(audio))
+
+
+def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
+    """The samples of a turn that `TurnAudio` found fine (a fault now means its file changed since)."""
+    samples, fault = read_turn_audio(audio, sampling_rate)
+    if fault is not None:
+        raise ValueError(f"{where}: {fault.message} (the file changed while preparing?)")
     return samples
 
 
 @dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched): adds `num_samples` and, with a codec, `audio_codes`."""
+    """`.map` transform over turn rows (batched): adds `num_samples`, `problem_kind` and `problem` (null
+    when the audio is fine) and, with a codec, `audio_codes` (null for a turn with a problem: not encoded)."""
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
     codec_model_id: str | None = None  # None: only measure
@@ -104,16 +121,19 @@ class TurnAudio:
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        audios = [
-            decode_turn(audio, self.sampling_rate, f"{conversation_id} turn {turn_index}")
-            for conversation_id, turn_index, audio in zip(batch["conversation_id"], batch["turn_index"], batch["audio"])
-        ]
-        columns = {"num_samples": np.array([len(audio) for audio in audios], dtype=np.int32)}
+        decoded = [read_turn_audio(audio, self.sampling_rate) for audio in batch["audio"]]
+        audios, faults = [samples for samples, _ in decoded], [fault for _, fault in decoded]
+        columns = {
+            "num_samples": np.array([0 if audio is None else len(audio) for audio in audios], dtype=np.int32),
+            "problem_kind": [None if fault is None else fault.kind for fault in faults],
+            "problem": [None if fault is None else fault.message for fault in faults],
+        }
         if self.codec_model_id is not None:
-            columns["audio_codes"] = self.encode(audios)
+            columns["audio_codes"] = self.encode([None if fault else audio for audio, fault in zip(audios, faults)])
         return columns
 
-    def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+    def encode(self, audios: list[np.ndarray | None]) -> list[np.ndarray | None]:
+        """The codes of each audio (None for None: a turn with a problem is not encoded)."""
         from .core.codec import encode_batch, load_codec, resolve_device  # torch and Mimi: only for codes
 
         codec = load_codec(self.codec_model_id, resolve_device(self.device))
@@ -122,7 +142,8 @@ class TurnAudio:
                 f"{self.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, not {self.sampling_rate} Hz"
             )
         codes: list[np.ndarray | None] = [None] * len(audios)
-        by_length = np.argsort([len(audio) for audio in audios], kind="stable")
+        present = [row for row, audio in enumerate(audios) if audio is not None]
+        by_length = [present[i] for i in np.argsort([len(audios[row]) for row in present], kind="stable")]
         for start in range(0, len(by_length), self.batch_size):
             rows = by_length[start : start + self.batch_size]
             for row, row_codes in zip(rows, encode_batch(codec, [audios[row] for row in rows])):
@@ -132,7 +153,7 @@ class TurnAudio:
     def fingerprint(self, turns: datasets.Dataset) -> str:
         """The cache key: the turns, the rate and the codec's weights - not `device` or `batch_size`,
         which do not change the result, so a run on another device or batch size reuses it."""
-        identity = [turns._fingerprint, self.sampling_rate]
+        identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
@@ -221,6 +242,19 @@ def conversation_text(row: dict) -> ConversationText:
     return ConversationText(row["conversation_id"], row["language"], row["turn_index"], row["speaker"], row["text"])
 
 
+def audio_faults(row: dict) -> list[TurnFault | None]:
+    """Each turn's audio fault, from the `problem_kind` / `problem` columns of `TurnAudio` (none without them)."""
+    kinds, messages = row.get("problem_kind"), row.get("problem")
+    if kinds is None:
+        return []
+    return [None if kind is None else TurnFault(kind, message) for kind, message in zip(kinds, messages)]
+
+
+def problem_record(problem) -> dict:
+    """A problem as a row of a conversation's `problems` column: its `to_dict()` without the conversation id."""
+    return {name: value for name, value in problem.to_dict().items() if name != "conversation_id"}
+
+
 def rows_of(batch: dict[str, list]) -> Iterator[dict]:
     """The rows of a batched `.map` call, one dict per row."""
     for position in range(len(batch["conversation_id"])):
@@ -229,7 +263,9 @@ def rows_of(batch: dict[str, list]) -> Iterator[dict]:
 
 @dataclass(frozen=True)
 class PlanWindows:
-    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip."""
+    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip, and
+    the `problems` of the first bad turn (audio fault or special tokens in its text), where it cuts the
+    conversation (`plan_conversation`)."""
 
     model_id: str = DEFAULT_MODEL_ID
     max_history: int | None = None
@@ -237,13 +273,18 @@ class PlanWindows:
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         processor = load_processor(self.model_id)
-        columns: dict[str, list] = {"rendered": [], "message_tokens": [], "window_start": [], "skipped": []}
+        columns: dict[str, list] = {
+            "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": []
+        }
         for row in rows_of(batch):
             conversation = conversation_text(row)
-            plan = plan_conversation(processor, conversation, row["num_samples"], self.max_history, self.max_tokens)
+            plan = plan_conversation(
+                processor, conversation, row["num_samples"], self.max_history, self.max_tokens, audio_faults(row)
+            )
             columns["rendered"].append(plan.rendered)
             columns["message_tokens"].append(plan.message_tokens)
-            columns["window_start"].append(window_start_column(plan.steps))
+            columns["window_start"].append(window_start_column(plan.steps, len(plan.rendered)))
+            columns["problems"].append([problem_record(problem) for problem in plan.problems])
             columns["skipped"].append(
                 [
                     {
@@ -344,10 +385,12 @@ class CodesSamples(WindowedSamples):
         processor = load_processor(self.model_id)
         samples = []
         for row in rows_of(batch):
-            codes = [np.asarray(values, dtype=np.int16) for values in row["audio_codes"]]
             windows = windows_of(row["window_start"], row["message_tokens"])
+            used = max((window.target for window in windows), default=-1) + 1  # a bad turn from there on: no codes
+            codes = [np.asarray(values, dtype=np.int16) for values in row["audio_codes"][:used]]
             samples += codes_samples(
-                processor, conversation_text(row), row["rendered"], row["num_samples"], codes, windows, self.sampling_rate
+                processor, conversation_text(row), row["rendered"], row["num_samples"][:used], codes, windows,
+                self.sampling_rate,
             )
         return samples_table(columns_of(samples, self.features()), self.features())
 

@@ -5,7 +5,10 @@ The layout and its known faults are described in CORPUS.md (the project's corpus
 and one WAV per script line. The demo corpus reproduces the quirks that real corpora have (file-name
 spellings, non-padded turn numbers, mixed sample rates, channels and sample types, BOM/CRLF/blank lines
 in scripts) and, on request, one conversation per known fault, listed in a manifest so that tests can
-check that a reader reports each of them.
+check that a reader reports each of them. Some faults only show when the audio is decoded or the text
+tokenized (NaN samples, a FLAC whose frames are damaged behind a valid header, a special token in a
+script line), and some are no faults but ways of assembling a corpus that a reader must follow (a
+conversation folder or a `segments/` folder that is a symbolic link); one is a link cycle.
 
 Everything is drawn from one seeded RNG, so a seed always gives the same file names and the same bytes.
 """
@@ -13,7 +16,9 @@ Everything is drawn from one seeded RNG, so a seed always gives the same file na
 from __future__ import annotations
 
 import codecs
+import io
 import json
+import os
 import struct
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,12 +26,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import soundfile as sf
 
 from ..corpus import SCRIPT_NAME, SEGMENTS_DIR
 
 META_FILE = PurePosixPath("_meta/demo_corpus.json")
 FAULTY_CATEGORY = "Faulty"
 FAULTY_LANGUAGE = "en"
+LINKED_DIR = "_linked"  # targets of the symbolic links of the link faults (not a language: starts with "_")
+SPECIAL_TOKEN = "<|AUDIO|>"  # CSM's audio placeholder token, written as text into a script line
 TOO_LONG_SECONDS = 120.0
 _CONTROL_RATE = 200  # Hz, grid of the slowly varying pitch and loudness contours
 
@@ -51,6 +59,15 @@ FAULT_KINDS = (
     "duplicate_turn_number",
     "missing_script",
     "leftover_files",
+    # links: the conversation must be read as if the link were its folder (no problem), a cycle reported
+    "symlinked_conversation",
+    "symlinked_segments",
+    "symlink_cycle",
+    # found by the prepare steps, which decode the audio and tokenize the text: the conversation is cut there
+    "non_finite_audio",
+    "out_of_range_audio",
+    "corrupt_flac",
+    "special_token_in_text",
 )
 
 LEFTOVER_FILES = {
@@ -125,7 +142,8 @@ def create_demo_corpus(
     """Write a small corpus with the quirks of real ones under `root` (which must be empty or absent).
 
     With `with_faults`, one extra conversation per entry of FAULT_KINDS is written under
-    ``en/Faulty/``; the healthy part is the same as without faults for the same seed.
+    ``en/Faulty/`` (for the link faults: a link there, its target under ``_linked/``); the healthy part is
+    the same as without faults for the same seed.
     """
     _check_ranges(turns, seconds)
     writer = _CorpusWriter(root, seed)
@@ -201,6 +219,7 @@ class _AudioSpec:
     pitch_hz: float
     seed: int
     format: AudioFormat = STANDARD_FORMAT
+    damage: str = ""  # "", or a key of _DAMAGES: what is wrong with the samples or the file's body
 
     @property
     def written_seconds(self) -> float:
@@ -229,6 +248,7 @@ class _ConversationFiles:
     script_lines: list[str] | None
     audio: dict[str, _AudioSpec | bytes]  # bytes: written as they are (garbage)
     leftovers: dict[str, bytes]
+    link: str = ""  # "", or a key of _LINKS: how the conversation is reached through a symbolic link
 
     @classmethod
     def render(cls, turns: list[_Turn], style: _Style) -> _ConversationFiles:
@@ -312,9 +332,26 @@ class _CorpusWriter:
         return PurePosixPath(language, *categories, str(uuid.UUID(bytes=self.rng.bytes(16), version=4)))
 
     def _write(self, conversation_id: PurePosixPath, language: str, files: _ConversationFiles, style: _Style) -> None:
-        _write_segments(self.root / conversation_id / SEGMENTS_DIR, files, style)
+        folder = self.root / conversation_id
+        if files.link == "cycle":  # no conversation: a link to the folder that holds it
+            _symlink(folder, folder.parent)
+            return
+        if files.link == "conversation":  # the conversation folder is a link to the real one
+            _write_segments(self.root / LINKED_DIR / conversation_id.name / SEGMENTS_DIR, files, style)
+            _symlink(folder, self.root / LINKED_DIR / conversation_id.name)
+        elif files.link == "segments":  # its segments/ folder is a link to the real one
+            _write_segments(self.root / LINKED_DIR / conversation_id.name, files, style)
+            _symlink(folder / SEGMENTS_DIR, self.root / LINKED_DIR / conversation_id.name)
+        else:
+            _write_segments(folder / SEGMENTS_DIR, files, style)
         n_turns = len(files.script_lines) if files.script_lines is not None else 0
         self.conversations.append(DemoConversation(str(conversation_id), language, n_turns, files.seconds))
+
+
+def _symlink(link: Path, target: Path) -> None:
+    """A relative link, so that the corpus may be moved or copied with its links."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(target, link.parent), link, target_is_directory=True)
 
 
 def _write_segments(segments: Path, files: _ConversationFiles, style: _Style) -> None:
@@ -342,7 +379,45 @@ def _write_audio(path: Path, spec: _AudioSpec) -> None:
     mono = synthesize_speech_like(spec.seconds, spec.format.sample_rate, spec.pitch_hz, rng)
     # A second channel that differs a little, so that a downmix is not a no-op.
     frames = mono[:, None] if spec.format.channels == 1 else np.stack([mono, np.float32(0.8) * mono], axis=1)
-    _write_wav(path, frames, spec.format)
+    if spec.damage:
+        frames = _DAMAGES[spec.damage](frames, rng)
+    if path.suffix == ".flac":
+        path.write_bytes(_flac_bytes(frames, spec.format.sample_rate, damaged=spec.damage == "corrupt_body", rng=rng))
+    else:
+        _write_wav(path, frames, spec.format)
+
+
+def _flac_bytes(frames: np.ndarray, sample_rate: int, damaged: bool, rng: np.random.Generator) -> bytes:
+    """A 16-bit FLAC file; `damaged`: its middle fifth overwritten with noise, behind a valid header, so that
+    reading the header works and decoding the audio fails."""
+    buffer = io.BytesIO()
+    sf.write(buffer, frames, sample_rate, format="FLAC", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    if damaged:
+        start, length = 2 * len(data) // 5, len(data) // 5
+        data[start : start + length] = rng.bytes(length)
+    return bytes(data)
+
+
+def _with_non_finite_samples(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A few NaN samples and an infinite one in the middle (what a failed float computation leaves)."""
+    damaged = frames.copy()
+    middle = len(damaged) // 2
+    damaged[middle : middle + 8] = np.nan
+    damaged[middle + 8] = np.inf
+    return damaged
+
+
+def _with_integer_scale(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The samples as 16-bit integer values in a float file (a wrong scale: far beyond full scale)."""
+    return frames * np.float32(32767)
+
+
+_DAMAGES = {
+    "non_finite": _with_non_finite_samples,
+    "integer_scale": _with_integer_scale,
+    "corrupt_body": lambda frames, rng: frames,  # the samples are fine; the file's body is damaged when written
+}
 
 
 def _write_wav(path: Path, frames: np.ndarray, audio_format: AudioFormat) -> None:
@@ -490,6 +565,45 @@ def _inject_leftover_files(files: _ConversationFiles, turns: list[_Turn], middle
     return None
 
 
+def _inject_symlinked_conversation(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    files.link = "conversation"
+    return None
+
+
+def _inject_symlinked_segments(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    files.link = "segments"
+    return None
+
+
+def _inject_symlink_cycle(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    files.link = "cycle"
+    return None
+
+
+def _inject_non_finite_audio(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    float_format = replace(turns[middle].audio.format, subtype="FLOAT")
+    files.audio[_padded_name(turns, middle)] = replace(turns[middle].audio, format=float_format, damage="non_finite")
+    return middle
+
+
+def _inject_out_of_range_audio(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    float_format = replace(turns[middle].audio.format, subtype="FLOAT")
+    files.audio[_padded_name(turns, middle)] = replace(turns[middle].audio, format=float_format, damage="integer_scale")
+    return middle
+
+
+def _inject_corrupt_flac(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    name = _padded_name(turns, middle)
+    del files.audio[name]
+    files.audio[name.removesuffix(".wav") + ".flac"] = replace(turns[middle].audio, damage="corrupt_body")
+    return middle
+
+
+def _inject_special_token(files: _ConversationFiles, turns: list[_Turn], middle: int, rng) -> int | None:
+    files.script_lines[middle] = f"[{turns[middle].speaker}]: {turns[middle].text} Listen: {SPECIAL_TOKEN}"
+    return middle
+
+
 _FaultInjector = Callable[[_ConversationFiles, list[_Turn], int, np.random.Generator], int | None]
 _FAULT_INJECTORS: dict[str, _FaultInjector] = {
     "count_mismatch_more_audio": _inject_more_audio,
@@ -503,6 +617,13 @@ _FAULT_INJECTORS: dict[str, _FaultInjector] = {
     "duplicate_turn_number": _inject_duplicate_turn_number,
     "missing_script": _inject_missing_script,
     "leftover_files": _inject_leftover_files,
+    "symlinked_conversation": _inject_symlinked_conversation,
+    "symlinked_segments": _inject_symlinked_segments,
+    "symlink_cycle": _inject_symlink_cycle,
+    "non_finite_audio": _inject_non_finite_audio,
+    "out_of_range_audio": _inject_out_of_range_audio,
+    "corrupt_flac": _inject_corrupt_flac,
+    "special_token_in_text": _inject_special_token,
 }
 assert tuple(_FAULT_INJECTORS) == FAULT_KINDS
 

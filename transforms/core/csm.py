@@ -57,9 +57,28 @@ def message_token_counts(processor: CsmProcessor, rendered: Sequence[str], num_s
 
     Messages start with a special token, so counts add up: a sample's length is the sum over its messages.
     """
+    if not rendered:
+        return np.zeros(0, dtype=np.int64)
     encoded = processor.tokenizer(list(rendered), add_special_tokens=False)["input_ids"]
     # each rendering holds one <|AUDIO|>, which the processor expands to one token per frame
     return np.array(
         [len(ids) - 1 + audio_token_count(processor, samples) for ids, samples in zip(encoded, num_samples)],
         dtype=np.int64,
     )
+
+
+def special_tokens_in_texts(processor: CsmProcessor, texts: Sequence[str]) -> list[list[str]]:
+    """For each text, the tokenizer's special or added tokens that its tokenization (alone, no template) holds.
+
+    A script line holding one, e.g. a literal `<|AUDIO|>`, would be read by the processor as markup:
+    another audio placeholder, a message boundary. Such a turn cannot be trained on as written.
+    """
+    if not texts:
+        return []
+    tokenizer = processor.tokenizer
+    special = set(tokenizer.all_special_ids) | set(tokenizer.added_tokens_decoder)
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [
+        list(dict.fromkeys(tokenizer.convert_ids_to_tokens(token) for token in ids if token in special))
+        for ids in encoded
+    ]

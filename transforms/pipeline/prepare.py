@@ -63,10 +63,18 @@ def codec_batch_size(options: PrepareOptions) -> int:
 
 
 def check_codec(options: PrepareOptions, processor) -> None:
-    """Codes format: the codec must load and agree with the processor on frames per audio length."""
+    """Codes format: the codec must load, take audio at the samples' rate and agree with the processor on
+    frames per audio length."""
     from ..core.codec import check_codec, load_codec, resolve_device
 
-    check_codec(load_codec(options.codec_model_id, resolve_device(options.device)), processor, options.corpus.target_sampling_rate)
+    codec = load_codec(options.codec_model_id, resolve_device(options.device))
+    rate = options.corpus.target_sampling_rate
+    if codec.config.sampling_rate != rate:
+        raise InputError(
+            f"--codec_model_id {options.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, but "
+            f"--target_sampling_rate is {rate} Hz (the processor's rate): use the codec of the CSM model"
+        )
+    check_codec(codec, processor, rate)
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,37 @@ def check_resume_arguments(options: PrepareOptions) -> None:
         raise InputError("cannot resume with different arguments: " + "; ".join(differences))
 
 
+def check_arguments(options: PrepareOptions, processor) -> None:
+    """Arguments that contradict the processor or each other, refused before any work (exit status 2)."""
+    processor_rate = processor.feature_extractor.sampling_rate
+    if options.corpus.target_sampling_rate != processor_rate:
+        raise InputError(
+            f"--target_sampling_rate {options.corpus.target_sampling_rate} differs from the {processor_rate} Hz "
+            f"that the processor of --model_id {options.model_id!r} takes: the samples would hold audio at the "
+            f"wrong rate; leave --target_sampling_rate at {processor_rate}"
+        )
+    check_cache_dir(options)
+
+
+def check_cache_dir(options: PrepareOptions) -> None:
+    """The cache must lie outside the output (which is replaced as a whole) and be writable."""
+    flag = "--cache_dir" if options.cache_dir else "the datasets cache (HF_DATASETS_CACHE, no --cache_dir given)"
+    cache_dir = Path(options.cache_dir or datasets.config.HF_DATASETS_CACHE).resolve()
+    output_dir = Path(options.output_dir).resolve()
+    if cache_dir == output_dir or output_dir in cache_dir.parents:
+        raise InputError(
+            f"{flag} {str(cache_dir)!r} lies inside --output_dir {str(output_dir)!r}: the output folder must hold "
+            "only the output; choose a cache folder outside it"
+        )
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        probe = cache_dir / f".write_probe_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"cannot write to {flag} {str(cache_dir)!r}: {error}") from error
+
+
 def make_builder(options: PrepareOptions) -> CsmSynthetic:
     return CsmSynthetic(
         data_dir=options.input_dir, config_name=options.language, cache_dir=options.cache_dir, settings=options.corpus
@@ -230,6 +269,7 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     forked_workers_die_with_their_parent()
     fmt = FORMATS[options.format]
     processor = load_processor(options.model_id)
+    check_arguments(options, processor)
     fmt.check(options, processor)
     builder = make_builder(options)
     corpus = builder.corpus

@@ -1,7 +1,8 @@
 """The report of a prepare run (`prepare_report.json`) and the summary printed at its end.
 
-Every count comes from what the steps returned: corpus problems from the reader, skipped turns from the
-plans (`PlanWindows`), samples from the sample maps; nothing is planned a second time here.
+Every count comes from what the steps returned: corpus problems from the reader, skipped turns and the
+problems of bad turns (found when decoding audio or tokenizing text) from the plans (`PlanWindows`),
+samples from the sample maps; nothing is planned a second time here.
 """
 
 from __future__ import annotations
@@ -64,6 +65,30 @@ def plan_figures(planned: datasets.Dataset, sampling_rate: int) -> tuple[list[di
     return skipped, tokens, seconds
 
 
+def step_problems(planned: datasets.Dataset) -> tuple[list[dict], set[tuple[str, int]]]:
+    """The problems the steps found (bad turns and their cuts, as `Problem.to_dict()`s), and the
+    (conversation_id, turn_index) of every turn they cut off, from the plans' columns."""
+    problems, cut_turns = [], set()
+    for row in planned.select_columns(["conversation_id", "turn_index", "problems"]).to_list():
+        problems += [{"conversation_id": row["conversation_id"], **problem} for problem in row["problems"]]
+        if row["problems"]:
+            cut = row["problems"][0]["turn_index"]
+            cut_turns.update((row["conversation_id"], turn) for turn in row["turn_index"] if turn >= cut)
+    return problems, cut_turns
+
+
+def merged_problems(corpus: Corpus, results: dict[str, SplitResult]) -> tuple[list[dict], set[tuple[str, int]]]:
+    """The reader's problems and the steps', in conversation order (each conversation's reader problems
+    first), and the turns the steps cut off."""
+    problems, cut_turns = [problem.to_dict() for problem in corpus.problems], set()
+    for result in results.values():
+        found, cut = step_problems(result.planned)
+        problems += found
+        cut_turns |= cut
+    problems.sort(key=lambda problem: problem["conversation_id"])  # stable
+    return problems, cut_turns
+
+
 def build_report(
     options: PrepareOptions,
     corpus: Corpus,
@@ -80,7 +105,13 @@ def build_report(
         sample_tokens += split_tokens
         sample_seconds += split_seconds
     skipped.sort(key=lambda skip: (skip["conversation_id"], skip["turn_index"]))  # the corpus' order
-    turn_seconds = [turn.duration for conversation in corpus.conversations for turn in conversation.turns]
+    problems, cut_turns = merged_problems(corpus, results)
+    turn_seconds = [  # the turns kept by the reader and the steps: each has a sample or a skip
+        turn.duration
+        for conversation in corpus.conversations
+        for turn in conversation.turns
+        if (conversation.conversation_id, turn.index) not in cut_turns
+    ]
     return {
         "arguments": {**options.output_defining(), "output_dir": options.output_dir, "num_proc": options.num_proc},
         "versions": package_versions(),
@@ -89,7 +120,7 @@ def build_report(
             "turns": len(turn_seconds),
             "samples": sum(len(result.samples) for result in results.values()),
             "skipped_samples": len(skipped),
-            "problems": len(corpus.problems),
+            "problems": len(problems),
             "by_split": {
                 split: {"conversations": len(result.planned), "samples": len(result.samples)}
                 for split, result in results.items()
@@ -103,7 +134,7 @@ def build_report(
         "tokens": {"sample_tokens": distribution(sample_tokens, "tokens")},
         "elapsed_seconds": round(seconds, 2),
         "setup_seconds": round(setup_seconds, 2),  # of elapsed: loading the processor (and codec), reading the corpus
-        "problems": [problem.to_dict() for problem in corpus.problems],
+        "problems": problems,
         "skipped": skipped,
         "files": dict(sorted((files or {}).items())),
     }
@@ -122,7 +153,7 @@ def format_summary(report: dict) -> str:
     tokens = report["tokens"]["sample_tokens"]
     if tokens.get("count"):
         lines.append(f"  tokens per sample: mean {tokens['mean_tokens']:.0f}, max {tokens['max_tokens']:.0f}")
-    lines.append(f"  skipped samples: {counts['skipped_samples']}   corpus problems: {counts['problems']}")
+    lines.append(f"  skipped samples: {counts['skipped_samples']}   problems: {counts['problems']}")
     kinds: dict[str, int] = {}
     for problem in report["problems"]:
         kinds[problem["kind"]] = kinds.get(problem["kind"], 0) + 1

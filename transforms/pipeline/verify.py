@@ -6,7 +6,9 @@ splits the report declares. Then the rows.
 Per row: the token columns have one length, equal to `num_tokens` and within `max_tokens`; the audio is
 cut into as many segments as there are `<|AUDIO|>` runs, each run as long as the processor's rule says for
 its segment (codes format: as the segment's frames of codes); labels sit only on audio positions; the
-sample holds at most `max_history + 1` turns. Reads lengths from Arrow offsets, never the audio itself.
+sample holds at most `max_history + 1` turns; its audio is finite and within ±`MAX_ABS_SAMPLE` (codes
+format: its codes lie in [0, codebook size)). Lengths come from Arrow offsets; the audio and code values
+are read once per batch, straight from the Arrow buffer, vectorised.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pyarrow as pa
 
 from csm_synthetic.errors import InputError
 
+from ..core.audio_checks import MAX_ABS_SAMPLE
 from ..core.csm import audio_token_count, load_processor
 from ..core.labels import BACKBONE_ONLY_LABEL, IGNORE_INDEX
 from .checksums import file_problem
@@ -53,6 +57,7 @@ class Rules:
     max_tokens: int
     max_history: int | None
     frames_for_samples: object  # callable: samples -> number of <|AUDIO|> tokens
+    codebook_size: int | None = None  # codes format: codes lie in [0, codebook_size)
 
 
 def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -139,8 +144,61 @@ def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, di
         max_tokens=arguments["max_tokens"],
         max_history=arguments["max_history"],
         frames_for_samples=lambda samples: audio_token_count(processor, samples),
+        codebook_size=codebook_size(arguments["codec_model_id"]) if arguments.get("format") == "codes" else None,
     )
     return rules, report
+
+
+def codebook_size(codec_model_id: str) -> int:
+    """Codes per codebook of the codec that encoded a codes-format output (its config only, no weights)."""
+    from transformers import MimiConfig
+
+    try:
+        return MimiConfig.from_pretrained(codec_model_id).codebook_size
+    except Exception as error:  # transformers raises OSError, ValueError, HF errors... for the same cause
+        raise InputError(f"cannot read the codec config of {codec_model_id!r} (the output's codec): {error}") from error
+
+
+def list_values(column) -> tuple[np.ndarray, np.ndarray]:
+    """The leaf values of a (nested) Arrow list column of a batch, and each row's bounds in them (rows + 1)."""
+    bounds = column.offsets.to_numpy()
+    while pa.types.is_list(column.type.value_type):
+        column = column.values
+        bounds = column.offsets.to_numpy()[bounds]
+    leaf = column.values
+    return leaf.slice(bounds[0], bounds[-1] - bounds[0]).to_numpy(), bounds - bounds[0]
+
+
+def rows_of_positions(bounds: np.ndarray, positions: np.ndarray, num_rows: int) -> np.ndarray:
+    """How many of `positions` (into a column's leaf values) fall in each row."""
+    return np.bincount(np.searchsorted(bounds, positions, side="right") - 1, minlength=num_rows)
+
+
+def stored_value_problems(batch, rules: Rules) -> dict[int, list[str]]:
+    """Per row (position in the batch) of a batch: audio samples not finite or beyond the bound, codes outside
+    the codebook. A sound batch costs a minimum and a maximum over each column's values; only a batch with a
+    bad value is searched for its rows."""
+    problems: dict[int, list[str]] = {}
+    if "input_values" in batch.schema.names:
+        values, bounds = list_values(batch.column("input_values"))
+        if len(values) and not -MAX_ABS_SAMPLE <= values.min() <= values.max() <= MAX_ABS_SAMPLE:  # NaN: False
+            beyond = np.flatnonzero(~(np.abs(values) <= MAX_ABS_SAMPLE))
+            non_finite = rows_of_positions(bounds, beyond[~np.isfinite(values[beyond])], batch.num_rows)
+            for row, count in enumerate(rows_of_positions(bounds, beyond, batch.num_rows)):
+                if count:
+                    problems.setdefault(row, []).append(
+                        f"input_values: {count} samples are NaN, infinite or beyond ±{MAX_ABS_SAMPLE:g} "
+                        f"({non_finite[row]} not finite)"
+                    )
+    if "audio_codes" in batch.schema.names and rules.codebook_size is not None:
+        values, bounds = list_values(batch.column("audio_codes"))
+        if len(values) and not 0 <= values.min() <= values.max() < rules.codebook_size:
+            outside = np.flatnonzero((values < 0) | (values >= rules.codebook_size))
+            for row, count in enumerate(rows_of_positions(bounds, outside, batch.num_rows)):
+                if count:
+                    message = f"audio_codes: {count} codes outside [0, {rules.codebook_size})"
+                    problems.setdefault(row, []).append(message)
+    return problems
 
 
 TOKEN_COLUMNS = ("conversation_id", "turn_index", "num_tokens", "num_context_turns", "input_ids", "attention_mask")
@@ -154,9 +212,10 @@ def verify_split(dataset: datasets.Dataset, split: str, rules: Rules, result: Ve
         names = TOKEN_COLUMNS if codes_format else PROCESSOR_COLUMNS
         columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in names}
         per_row = codes_checks(batch, rules) if codes_format else processor_checks(batch, rules)
+        stored = stored_value_problems(batch, rules)
         for position, check in enumerate(per_row):
             row = {name: values[position] for name, values in columns.items()}
-            for problem in check(row):
+            for problem in check(row) + stored.get(position, []):
                 result.fail(f"{split}: {row['conversation_id']} turn {row['turn_index']}: {problem}")
         result.rows[split] += batch.num_rows
 
