@@ -94,6 +94,9 @@ def stop_on_signals(stopped_line: Callable[[int], str]) -> Iterator[None]:
         timers.append(timer)
         raise Stopped(signum)
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
     try:
         yield

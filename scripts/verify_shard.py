@@ -21,7 +21,9 @@ def verify(arguments: argparse.Namespace) -> int:
     from transforms.pipeline.verify import verify_output  # heavy (datasets, transformers): after the arguments
 
     result = verify_output(arguments.output_dir, arguments.model_id)
-    if result.files is not None:
+    if result.files is None:
+        print("files: not checked, the report records no checksums (an older version wrote it)")
+    else:
         print(f"{'files':<10} {result.files:>8} checked against the report's checksums")
     for split, rows in result.rows.items():
         print(f"{split:<10} {rows:>8} rows checked")

@@ -6,8 +6,10 @@ Session-scoped fixtures are shared by every test: tests must not write into them
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +150,28 @@ def write_conversation(
         samples = 0.1 * rng.standard_normal(frames(n)).astype(np.float32)
         sf.write(segments / naming.format(turn=n, speaker=speaker), samples, sample_rate, subtype="PCM_16")
     return segments
+
+
+def load_script(name: str):
+    """A script of scripts/ as a module, to call its `main` in this process (a fresh interpreter costs seconds)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def own_progress_bar_lock() -> None:
+    """Call first in a forked child that a test may kill: tqdm's lock is a semaphore shared with the test
+    process, and a child killed while drawing a bar would leave it taken, hanging the tests at their next bar."""
+    from tqdm.std import tqdm
+
+    lock, classes = threading.RLock(), [tqdm]
+    while classes:
+        cls = classes.pop()
+        if cls is tqdm or "_lock" in vars(cls):
+            cls._lock = lock
+        classes += cls.__subclasses__()
 
 
 def copy_report_as_written(output: Path, copy: Path) -> None:

@@ -9,7 +9,6 @@ same path as ENOSPC: an OSError while writing); a real ENOSPC needs a small file
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -28,6 +27,7 @@ from pathlib import Path
 import datasets
 import pytest
 
+from conftest import load_script, own_progress_bar_lock
 from csm_synthetic.folders import FolderLock, locked, sibling
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.pipeline.cache import CHECKSUMS_DIR, RUNS_LOCK, MapCache
@@ -36,14 +36,6 @@ from transforms.pipeline.verify import verify_output
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE_SCRIPT = ROOT / "scripts" / "prepare_dataset_for_training.py"
-
-
-def load_script(name: str):
-    path = ROOT / "scripts" / name
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 prepare_script = load_script("prepare_dataset_for_training.py")
@@ -113,6 +105,7 @@ def start_child(work: Callable[[], int | None], log: Path, *, new_group: bool = 
     """Fork a process that runs `work` with stdout and stderr in `log` and exits with its status."""
 
     def body():
+        own_progress_bar_lock()
         if new_group:
             os.setpgrp()  # as a shell's job: a Ctrl-C reaches every process of the group
         descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
