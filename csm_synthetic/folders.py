@@ -43,6 +43,9 @@ PARTIAL, OLD = "partial", "old"
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 
 
+_HELD_HERE: set[Path] = set()  # the lock files this process holds
+
+
 def sibling(folder: Path, role: str) -> Path:
     """The hidden sibling `.<name>.<role>` of `folder` (same filesystem, so renames between them are atomic)."""
     return folder.parent / f".{folder.name}.{role}"
@@ -69,6 +72,8 @@ class FolderLock:
         self.release()
 
     def acquire(self) -> None:
+        if self.path in _HELD_HERE:  # a record lock does not keep out its own process (and closing any
+            raise FolderLocked(self._held_message(own_record()))  # descriptor of the file would drop it)
         try:
             self.folder.parent.mkdir(parents=True, exist_ok=True)
             mine = self.path.with_name(f"{self.path.name}.{os.getpid()}")
@@ -93,6 +98,7 @@ class FolderLock:
         finally:
             mine.unlink(missing_ok=True)
         self._fd = fd
+        _HELD_HERE.add(self.path)
 
     def _take_over_if_stale(self, mine: Path) -> bool:
         """True if the lock at `self.path` was a dead run's and is now ours; raises `FolderLocked` if it lives."""
@@ -133,6 +139,7 @@ class FolderLock:
             self.path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
+        _HELD_HERE.discard(self.path)
 
 
 def try_lock(fd: int) -> bool:

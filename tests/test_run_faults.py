@@ -28,7 +28,7 @@ import datasets
 import pytest
 
 from conftest import load_script, own_progress_bar_lock
-from csm_synthetic.folders import FolderLock, locked, sibling
+from csm_synthetic.folders import FolderLock, FolderLocked, locked, sibling
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.pipeline.cache import CHECKSUMS_DIR, RUNS_LOCK, MapCache
 from transforms.pipeline.options import ARGUMENTS_NAME, REPORT_NAME
@@ -62,6 +62,21 @@ def reference(corpus, processor_dir, tmp_path_factory) -> Path:
     """An uninterrupted run's output."""
     work = tmp_path_factory.mktemp("reference")
     assert prepare_script.main(prepare_arguments(corpus, work / "out", work / "cache", processor_dir)) == 0
+    return work / "out"
+
+
+@pytest.fixture(scope="module")
+def long_corpus(tmp_path_factory) -> Path:
+    """A corpus whose run lasts long enough (seconds) for a signal to come while it works, even on a busy machine."""
+    root = tmp_path_factory.mktemp("run_faults_long") / "corpus"
+    create_demo_corpus(root, languages=("en",), conversations_per_language=12, turns=(4, 6), seconds=(1.0, 2.0))
+    return root
+
+
+@pytest.fixture(scope="module")
+def long_reference(long_corpus, processor_dir, tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("long_reference")
+    assert prepare_script.main(prepare_arguments(long_corpus, work / "out", work / "cache", processor_dir)) == 0
     return work / "out"
 
 
@@ -285,6 +300,24 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over_with_one_warning(corpus, pro
     assert_same_output(tmp_path / "out", reference)
 
 
+def test_a_second_lock_in_one_process_is_refused_and_the_first_still_holds(tmp_path):
+    import csm_synthetic.folders
+
+    def lock_from_another_process() -> int:
+        csm_synthetic.folders._HELD_HERE.clear()  # what this fork inherited: look at the lock file itself
+        try:
+            FolderLock(tmp_path / "out").acquire()
+        except FolderLocked:
+            return 3
+        return 0
+
+    with FolderLock(tmp_path / "out"):
+        with pytest.raises(FolderLocked, match=f"process {os.getpid()} "):
+            FolderLock(tmp_path / "out").acquire()
+        assert finish(start_child(lock_from_another_process, tmp_path / "child.log")) == 3
+    assert finish(start_child(lock_from_another_process, tmp_path / "child.log")) == 0
+
+
 def test_two_runs_on_one_output_at_once_one_runs_and_one_is_refused(corpus, processor_dir, reference, tmp_path):
     go = multiprocessing.get_context("fork").Event()
     arguments = prepare_arguments(corpus, tmp_path / "out", tmp_path / "cache", processor_dir)
@@ -346,12 +379,13 @@ def test_a_shard_that_another_run_is_writing_is_waited_for(tmp_path, caplog):
 
 
 @pytest.mark.parametrize("stop", ["SIGTERM to the run", "Ctrl-C to its process group, 2 workers"])
-def test_a_stopped_run_exits_with_one_line_and_continues_with_the_command_it_gives(stop, corpus, processor_dir,
-                                                                                  reference, tmp_path):
+def test_a_stopped_run_exits_with_one_line_and_continues_with_the_command_it_gives(stop, long_corpus, processor_dir,
+                                                                                  long_reference, tmp_path):
     terminate = stop.startswith("SIGTERM")
     for attempt in range(3):  # the run must still be working when the signal comes
         output, cache, log = tmp_path / f"out{attempt}", tmp_path / f"cache{attempt}", tmp_path / f"run{attempt}.log"
-        arguments = prepare_arguments(corpus, output, cache, processor_dir, "--num_proc", "1" if terminate else "2")
+        processes = "1" if terminate else "2"
+        arguments = prepare_arguments(long_corpus, output, cache, processor_dir, "--num_proc", processes)
         child = start_child(lambda: prepare_script.main(arguments), log, new_group=not terminate)
         if wait_until(lambda: entries_written(cache) >= 1 + attempt, child):
             if terminate:
@@ -374,12 +408,13 @@ def test_a_stopped_run_exits_with_one_line_and_continues_with_the_command_it_giv
     assert not (output / REPORT_NAME).exists()
 
     assert prepare_script.main([*arguments, "--resume"]) == 0
-    assert_same_output(output, reference)
+    assert_same_output(output, long_reference)
 
 
-def test_the_command_given_after_sigterm_is_the_users_own_with_resume(corpus, processor_dir, reference, tmp_path):
+def test_the_command_given_after_sigterm_is_the_users_own_with_resume(long_corpus, processor_dir, long_reference,
+                                                                       tmp_path):
     """As a user runs it: a fresh interpreter on the script, SIGTERM, then what the printed command does."""
-    arguments = prepare_arguments(corpus, tmp_path / "out", tmp_path / "cache", processor_dir)
+    arguments = prepare_arguments(long_corpus, tmp_path / "out", tmp_path / "cache", processor_dir)
     with open(tmp_path / "run.log", "w") as log:
         process = subprocess.Popen([sys.executable, str(PREPARE_SCRIPT), *arguments], stdout=log, stderr=log, cwd=ROOT)
         while process.poll() is None and not (tmp_path / "out" / ARGUMENTS_NAME).exists():
@@ -392,7 +427,7 @@ def test_the_command_given_after_sigterm_is_the_users_own_with_resume(corpus, pr
     assert status == 143 and "Traceback" not in text, text[-3000:]
     assert continue_command(text) == [sys.executable, str(PREPARE_SCRIPT), *arguments, "--resume"]
     assert prepare_script.main([*arguments, "--resume"]) == 0  # in this process: a second interpreter costs 10 s
-    assert_same_output(tmp_path / "out", reference)
+    assert_same_output(tmp_path / "out", long_reference)
 
 
 def test_a_full_disk_stops_with_one_line_and_nothing_finished_is_lost(corpus, processor_dir, reference, tmp_path):
@@ -451,6 +486,18 @@ def test_leftovers_of_dead_runs_are_removed_but_never_while_another_run_lives(co
     assert_same_output(tmp_path / "out", reference)
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_run_killed_before_it_wrote_its_arguments_left_an_empty_output(resume, corpus, processor_dir, reference,
+                                                                         tmp_path):
+    """Killed between making the folder and writing prepare_arguments.json: only scratch files are there."""
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f"{ARGUMENTS_NAME}.partial").write_text('{"input_dir": ')
+    (tmp_path / "out" / ".write_probe.partial").write_bytes(b"")
+    arguments = prepare_arguments(corpus, tmp_path / "out", tmp_path / "cache", processor_dir)
+    assert prepare_script.main([*arguments, "--resume"] if resume else arguments) == 0
+    assert_same_output(tmp_path / "out", reference)
+
+
 # --- 8. --overwrite -------------------------------------------------------------------------------
 
 
@@ -458,11 +505,11 @@ def report_of(output: Path) -> dict:
     return json.loads((output / REPORT_NAME).read_text())
 
 
-def test_a_run_killed_during_overwrite_leaves_the_old_output_or_the_new_one(corpus, processor_dir, reference,
-                                                                            tmp_path):
+def test_a_run_killed_during_overwrite_leaves_the_old_output_or_the_new_one(long_corpus, processor_dir,
+                                                                            long_reference, tmp_path):
     output = tmp_path / "out"
-    shutil.copytree(reference, output, copy_function=os.link)  # an earlier output of ours, max_history 2
-    new = prepare_arguments(corpus, output, tmp_path / "cache", processor_dir, "--overwrite")
+    shutil.copytree(long_reference, output, copy_function=os.link)  # an earlier output of ours, max_history 2
+    new = prepare_arguments(long_corpus, output, tmp_path / "cache", processor_dir, "--overwrite")
     new[new.index("--max_history") + 1] = "1"
     seen = set()
     for entries in (1, 3, 6, 10, 15):

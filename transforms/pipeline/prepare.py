@@ -122,6 +122,8 @@ def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other")
     recover_replacement(output_dir, is_complete=lambda folder: (folder / REPORT_NAME).is_file())
+    if output_dir.is_dir():
+        remove_partials(output_dir)  # a killed run's (we hold the lock): a folder holding only those is empty
     build_dir = output_dir
     if resume and output_dir.is_dir() and any(output_dir.iterdir()):
         check_resume_arguments(options)
@@ -135,12 +137,11 @@ def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path
         build_dir = sibling(output_dir, PARTIAL)
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        probe = build_dir / ".write_probe"
+        probe = build_dir / ".write_probe.partial"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
         raise InputError(f"cannot write to --output_dir {options.output_dir!r}: {error}") from error
-    remove_partials(build_dir)  # of a killed run: no live run writes here, we hold the lock
     return build_dir
 
 
@@ -202,6 +203,7 @@ def make_builder(options: PrepareOptions) -> CsmSynthetic:
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 _DEATH_SIGNAL_REGISTERED = False
+_forking_pid = 0  # set just before each fork: the child's parent
 
 
 def forked_workers_die_with_their_parent() -> None:
@@ -214,14 +216,17 @@ def forked_workers_die_with_their_parent() -> None:
     if _DEATH_SIGNAL_REGISTERED or not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
+
+    def before_fork() -> None:
+        global _forking_pid
+        _forking_pid = os.getpid()
 
     def in_child() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the request took effect
+        if os.getppid() != _forking_pid:  # the parent died before the request took effect
             os._exit(1)
 
-    os.register_at_fork(after_in_child=in_child)
+    os.register_at_fork(before=before_fork, after_in_child=in_child)
     _DEATH_SIGNAL_REGISTERED = True
 
 
