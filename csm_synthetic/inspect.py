@@ -15,8 +15,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .corpus import Corpus, ProblemKind, Turn, read_corpus
+from .corpus import Corpus, ProblemKind, Turn
 from .settings import CorpusSettings
+from .sources import CorpusSource, FolderSource
 from .splits import SPLITS
 
 TOTAL = "total"
@@ -25,10 +26,14 @@ PRINTED_PROBLEMS = 20  # problems listed one by one by `format_summary`; the JSO
 
 
 def inspect_corpus(
-    input_dir: str | os.PathLike, settings: CorpusSettings = CorpusSettings(), longest_turns: int = LONGEST_TURNS
+    source: CorpusSource | str | os.PathLike,
+    settings: CorpusSettings = CorpusSettings(),
+    longest_turns: int = LONGEST_TURNS,
 ) -> dict:
-    """Read the corpus under `input_dir` (headers only) and summarise it; see `summarize_corpus`."""
-    corpus = read_corpus(input_dir, max_turn_seconds=settings.max_turn_seconds)
+    """Read a corpus folder or any source (headers only) and summarise it; see `summarize_corpus`."""
+    source = source if isinstance(source, CorpusSource) else FolderSource(str(source))
+    source.check()
+    corpus = source.read(None, settings.max_turn_seconds)
     summary = summarize_corpus(corpus, settings, longest_turns)
     summary["settings"]["max_turn_seconds"] = settings.max_turn_seconds
     return summary

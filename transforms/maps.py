@@ -91,19 +91,28 @@ def audio_name(audio: dict) -> str:
     return os.path.basename(audio.get("path") or "") or "embedded audio"
 
 
-def read_turn_audio(audio: dict, sampling_rate: int) -> tuple[np.ndarray | None, TurnFault | None]:
-    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes), and
-    their fault (None when fine). Bad audio is a fault, never an exception: the conversation gets cut there."""
+def read_turn_audio(
+    audio: dict, sampling_rate: int, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray | None, TurnFault | None]:
+    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes; the span
+    `start`-`end` seconds of it when given), and their fault (None when fine). Bad audio is a fault, never an
+    exception: the conversation gets cut there."""
     try:
-        samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate)
+        samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate, start, end)
     except (RuntimeError, OSError, ValueError, EOFError) as error:  # soundfile: several types for one cause
         return None, decoding_fault(audio_name(audio), error)
     return samples, check_turn_audio(samples, sampling_rate, audio_name(audio))
 
 
-def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
+def turn_spans(batch: dict[str, list]) -> list[tuple[float | None, float | None]]:
+    """Each turn's (start, end) seconds in its file (None, None: the whole file; also for rows without the columns)."""
+    count = len(batch["audio"])
+    return list(zip(batch.get("start") or [None] * count, batch.get("end") or [None] * count))
+
+
+def decode_turn(audio: dict, sampling_rate: int, where: str, start: float | None = None, end: float | None = None) -> np.ndarray:
     """The samples of a turn that `TurnAudio` found fine (a fault now means its file changed since)."""
-    samples, fault = read_turn_audio(audio, sampling_rate)
+    samples, fault = read_turn_audio(audio, sampling_rate, start, end)
     if fault is not None:
         raise ValueError(f"{where}: {fault.message} (the file changed while preparing?)")
     return samples
@@ -121,7 +130,10 @@ class TurnAudio:
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        decoded = [read_turn_audio(audio, self.sampling_rate) for audio in batch["audio"]]
+        decoded = [
+            read_turn_audio(audio, self.sampling_rate, start, end)
+            for audio, (start, end) in zip(batch["audio"], turn_spans(batch))
+        ]
         audios, faults = [samples for samples, _ in decoded], [fault for _, fault in decoded]
         columns = {
             "num_samples": np.array([0 if audio is None else len(audio) for audio in audios], dtype=np.int32),
@@ -348,7 +360,7 @@ class ContextualSamples(WindowedSamples):
         for row in rows_of(batch):
             conversation = conversation_text(row)
             windows = windows_of(row["window_start"], row["message_tokens"])
-            audios = self.read_audios(conversation, row["audio"], needed_turns(windows))
+            audios = self.read_audios(conversation, row, needed_turns(windows))
             samples += processor_samples(
                 processor,
                 conversation,
@@ -361,10 +373,12 @@ class ContextualSamples(WindowedSamples):
             )
         return samples_table(columns_of(samples, self.features()), self.features())
 
-    def read_audios(self, conversation: ConversationText, audio: list[dict], turns: set[int]) -> list:
+    def read_audios(self, conversation: ConversationText, row: dict, turns: set[int]) -> list:
         return [
-            decode_turn(reference, self.sampling_rate, conversation.where(position)) if position in turns else None
-            for position, reference in enumerate(audio)
+            decode_turn(reference, self.sampling_rate, conversation.where(position), start, end)
+            if position in turns
+            else None
+            for position, (reference, (start, end)) in enumerate(zip(row["audio"], turn_spans(row)))
         ]
 
 

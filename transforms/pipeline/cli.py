@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from csm_synthetic.cli import add_corpus_arguments, corpus_settings
+from csm_synthetic.cli import add_corpus_arguments, add_input_arguments, corpus_settings
 
 from .options import FORMATS, PrepareOptions
 
@@ -27,7 +27,7 @@ def default(name: str):
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Every flag of prepare_dataset_for_training.py, on `parser` (defaults shown by `HelpFormatter`)."""
-    parser.add_argument("--input_dir", required=True, help="the corpus root (language folders inside)")
+    add_input_arguments(parser)
     parser.add_argument("--output_dir", required=True, help="where the splits and prepare_report.json go")
     parser.add_argument("--batch_size", type=int, default=default("batch_size"), help="conversations per output shard")
     parser.add_argument(
@@ -45,7 +45,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         default=default("max_tokens"),
         help="token budget of a sample; oldest context turns are dropped to fit",
     )
-    parser.add_argument("--language", default=default("language"), help="one language folder, or 'all'")
+    parser.add_argument(
+        "--language", default=default("language"), help="one language (folder, or value of the rows), or 'all'"
+    )
     parser.add_argument(
         "--num_proc", type=int, default=default("num_proc"), help="worker processes per shard (default: all CPU cores)"
     )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 from csm_synthetic.corpus import ALL_LANGUAGES
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
+from csm_synthetic.sources import CorpusSource, input_source
 
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from ..core.windows import DEFAULT_MAX_TOKENS
@@ -21,8 +21,8 @@ HOW_NOT_WHAT = ("output_dir", "num_proc", "cache_dir", "device", "encode_batch_s
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    input_dir: str
-    output_dir: str
+    input_dir: str | None = None  # exactly one of input_dir, input_manifest, input_dataset
+    output_dir: str = ""
     batch_size: int = 100  # conversations per shard
     max_history: int | None = None
     model_id: str = DEFAULT_MODEL_ID
@@ -37,6 +37,10 @@ class PrepareOptions:
     cache_dir: str | None = None
     device: str = "auto"  # codes format: where the codec runs
     encode_batch_size: int | None = None  # codes format: turns per codec call (None: 16 on GPU, 1 on CPU)
+    input_manifest: str | None = None  # a JSONL/CSV manifest of turns
+    input_dataset: str | None = None  # a `datasets` dataset of turns: Hub id or folder
+    input_config: str | None = None  # its config
+    columns: str | None = None  # its column names: "conversation_id=episode,turn_index=idx,..."
 
     def __post_init__(self):
         """Every check that needs no model: argument errors answer before anything heavy is imported."""
@@ -57,12 +61,20 @@ class PrepareOptions:
             )
         if self.encode_batch_size is not None and self.encode_batch_size < 1:
             raise InputError(f"--encode_batch_size must be at least 1 (got {self.encode_batch_size})")
-        if not Path(self.input_dir).is_dir():
-            raise InputError(f"--input_dir {self.input_dir!r} does not exist or is not a folder")
+        if not self.output_dir:
+            raise InputError("--output_dir is required")
+        self.source.check()
+
+    @property
+    def source(self) -> CorpusSource:
+        """Where the turns come from (`--input_dir`, `--input_manifest` or `--input_dataset`)."""
+        return input_source(
+            self.input_dir, self.input_manifest, self.input_dataset, self.input_config, self.columns, self.cache_dir
+        )
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus")}
         values.update(self.corpus.to_dict())
-        values["input_dir"] = str(Path(self.input_dir).resolve())
+        values.update(self.source.arguments())
         return values

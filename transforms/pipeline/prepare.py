@@ -176,7 +176,7 @@ def check_cache_dir(options: PrepareOptions) -> None:
 
 def make_builder(options: PrepareOptions) -> CsmSynthetic:
     return CsmSynthetic(
-        data_dir=options.input_dir, config_name=options.language, cache_dir=options.cache_dir, settings=options.corpus
+        source=options.source, config_name=options.language, cache_dir=options.cache_dir, settings=options.corpus
     )
 
 
@@ -224,7 +224,7 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     corpus = builder.corpus
     if not corpus.conversations:
         found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
-        raise InputError(f"no usable conversation found under {options.input_dir!r}{found}")
+        raise InputError(f"no usable conversation found in {options.source}{found}")
     claim_output(options, resume, overwrite)
     output_dir = Path(options.output_dir)
     (output_dir / ARGUMENTS_NAME).write_text(json.dumps(options.output_defining(), indent=2), encoding="utf-8")
