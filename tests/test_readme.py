@@ -18,6 +18,7 @@ from csm_synthetic.corpus import read_corpus
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.core.csm import load_processor
+from transforms.core.quality import QualityChecks
 from transforms.pipeline.options import PrepareOptions
 from transforms.pipeline.prepare import prepare
 from transforms.testing.offline import build_tiny_codec, build_tiny_model, save_offline_processor
@@ -49,7 +50,7 @@ def workspace(tmp_path_factory):
     prepare(PrepareOptions(
         input_dir=str(folder / "synthetic-dataset"), output_dir=str(folder / "prepared"), model_id=str(model_dir),
         format="codes", codec_model_id=str(folder / "codec"), cache_dir=str(folder / "cache"), num_proc=1,
-        corpus=CorpusSettings(validation_fraction=0.3, test_fraction=0.2),
+        corpus=CorpusSettings(validation_fraction=0.3, test_fraction=0.2), quality=QualityChecks.off(),
     ))
     return folder
 

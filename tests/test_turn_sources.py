@@ -236,7 +236,7 @@ def folder_corpus(work) -> Path:
 def prepare(work: Path, name: str, input_flags: list[str], processor_dir: str) -> dict:
     output = work / name
     arguments = [*input_flags, "--output_dir", str(output), "--model_id", processor_dir, "--cache_dir",
-                 str(work / "cache"), "--max_history", "2", "--num_proc", "1", *SPLIT_ARGUMENTS]
+                 str(work / "cache"), "--max_history", "2", "--num_proc", "1", "--no_quality_checks", *SPLIT_ARGUMENTS]
     assert prepare_dataset_for_training.main(arguments) == 0
     return {split: part.data.table for split, part in datasets.load_from_disk(str(output)).items()}
 

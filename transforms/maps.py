@@ -32,11 +32,23 @@ from datasets.fingerprint import Hasher
 from datasets.utils.tqdm import are_progress_bars_disabled
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
+from csm_synthetic.measures import TurnMeasures, measure_turn
 
 from .arrow import samples_table
+from .core.asr import DEFAULT_ASR_BATCH_SIZE
 from .core.audio_checks import TurnFault, check_turn_audio, decoding_fault
+from .core.audio_prep import AudioPreparation, apply_preparation
 from .core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, load_processor
 from .core.plan import ConversationText, plan_conversation, window_start_column, windows_of
+from .core.quality import (
+    DROPPED,
+    CheckResult,
+    ConversationMeasures,
+    CorpusQuality,
+    QualityChecks,
+    character_error_rate,
+    turn_checks,
+)
 from .core.windows import DEFAULT_MAX_TOKENS
 from .features import (
     PER_CONVERSATION,
@@ -53,7 +65,7 @@ MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
 CODES_FORMAT_VERSION = "1"  # part of the encoding cache key: bump when the codes of a turn change meaning
-TURN_AUDIO_VERSION = "2"  # part of TurnAudio's cache key: bump when its columns or checks change
+TURN_AUDIO_VERSION = "3"  # part of TurnAudio's cache key: bump when its columns or checks change
 
 
 _IMPORTING_PROCESS = os.getpid()
@@ -120,13 +132,22 @@ def decode_turn(audio: dict, sampling_rate: int, where: str, start: float | None
 
 @dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched): adds `num_samples`, `problem_kind` and `problem` (null
-    when the audio is fine) and, with a codec, `audio_codes` (null for a turn with a problem: not encoded)."""
+    """`.map` transform over turn rows (batched), where each turn is decoded once. Adds:
+
+    - `num_samples`, `audio_offset`, `gain`: the turn's prepared audio (`AudioPreparation`: edge silence trimmed,
+      loudness normalized) as a part of its decoded samples, times a gain;
+    - `problem_kind` and `problem` (null when the audio is fine);
+    - the quality measures (`transforms.core.quality.measure_turn`) and, with an ASR model, `asr_text` and `cer`;
+    - with a codec, `audio_codes` of the prepared audio (null for a turn with a problem: not encoded).
+    """
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
-    codec_model_id: str | None = None  # None: only measure
+    codec_model_id: str | None = None  # None: no codes
     device: str = "auto"
     batch_size: int = DEFAULT_ENCODE_BATCH_SIZE
+    preparation: AudioPreparation = AudioPreparation()
+    asr_model_id: str | None = None
+    asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
@@ -134,15 +155,47 @@ class TurnAudio:
             read_turn_audio(audio, self.sampling_rate, start, end)
             for audio, (start, end) in zip(batch["audio"], turn_spans(batch))
         ]
-        audios, faults = [samples for samples, _ in decoded], [fault for _, fault in decoded]
+        faults = [fault for _, fault in decoded]
+        usable = [None if fault else samples for samples, fault in decoded]
+        measures = [
+            None if samples is None else measure_turn(samples, self.sampling_rate, text)
+            for samples, text in zip(usable, batch["text"])
+        ]
+        decisions = [(0, 0, np.float32(1.0)) if samples is None else self.preparation.decide(samples, self.sampling_rate)
+                     for samples in usable]
+        prepared = [
+            None if samples is None else apply_preparation(samples, *decision)
+            for samples, decision in zip(usable, decisions)
+        ]
         columns = {
-            "num_samples": np.array([0 if audio is None else len(audio) for audio in audios], dtype=np.int32),
+            "num_samples": np.array([length for _, length, _ in decisions], dtype=np.int32),
+            "audio_offset": np.array([offset for offset, _, _ in decisions], dtype=np.int32),
+            "gain": np.array([gain for _, _, gain in decisions], dtype=np.float32),
             "problem_kind": [None if fault is None else fault.kind for fault in faults],
             "problem": [None if fault is None else fault.message for fault in faults],
+            **measure_columns(measures),
+            **self.asr_columns(prepared, batch["text"]),
         }
         if self.codec_model_id is not None:
-            columns["audio_codes"] = self.encode([None if fault else audio for audio, fault in zip(audios, faults)])
+            columns["audio_codes"] = self.encode(prepared)
         return columns
+
+    def asr_columns(self, audios: list[np.ndarray | None], texts: list[str]) -> dict[str, list]:
+        """`asr_text` and `cer` of each turn (null without an ASR model, and for a turn with a problem)."""
+        transcripts: list[str | None] = [None] * len(audios)
+        if self.asr_model_id is not None:
+            from .core.asr import load_asr, transcribe
+            from .core.codec import resolve_device
+
+            present = [row for row, audio in enumerate(audios) if audio is not None]
+            asr = load_asr(self.asr_model_id, resolve_device(self.device))
+            for row, text in zip(present, transcribe(asr, [audios[row] for row in present], self.sampling_rate,
+                                                      self.asr_batch_size)):
+                transcripts[row] = text
+        return {
+            "asr_text": transcripts,
+            "cer": [None if heard is None else character_error_rate(text, heard) for heard, text in zip(transcripts, texts)],
+        }
 
     def encode(self, audios: list[np.ndarray | None]) -> list[np.ndarray | None]:
         """The codes of each audio (None for None: a turn with a problem is not encoded)."""
@@ -163,14 +216,26 @@ class TurnAudio:
         return codes
 
     def fingerprint(self, turns: datasets.Dataset) -> str:
-        """The cache key: the turns, the rate and the codec's weights - not `device` or `batch_size`,
-        which do not change the result, so a run on another device or batch size reuses it."""
-        identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION]
+        """The cache key: the turns, the rate, the preparation and the models' weights - not `device` or the
+        batch sizes, which do not change the result, so a run on another device or batch size reuses it."""
+        identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION, self.preparation]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
             identity += [CODES_FORMAT_VERSION, codec_identity(self.codec_model_id)]
+        if self.asr_model_id is not None:
+            from .core.codec import codec_identity  # a model's identity: Hub id, or a folder's files
+
+            identity += ["asr", codec_identity(self.asr_model_id)]
         return Hasher.hash(identity)
+
+
+def measure_columns(measures: list[TurnMeasures | None]) -> dict[str, list]:
+    """The measures of each turn as columns (null for a turn with a problem)."""
+    return {
+        name: [None if found is None else getattr(found, name) for found in measures]
+        for name in TurnMeasures.__dataclass_fields__
+    }
 
 
 def map_turn_audio(turns: datasets.Dataset, transform: TurnAudio, desc: str) -> datasets.Dataset:
@@ -275,23 +340,31 @@ def rows_of(batch: dict[str, list]) -> Iterator[dict]:
 
 @dataclass(frozen=True)
 class PlanWindows:
-    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip, and
-    the `problems` of the first bad turn (audio fault or special tokens in its text), where it cuts the
-    conversation (`plan_conversation`)."""
+    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip, the
+    `problems` of the first bad turn (audio fault, special tokens in its text, or a quality check that drops it),
+    where it cuts the conversation (`plan_conversation`), and the failed quality checks up to there (`quality`).
+
+    `checks` (None: none) and `corpus` (the corpus decisions: medians, repeated audio) are parameters, so the
+    cache of a plan is keyed by them."""
 
     model_id: str = DEFAULT_MODEL_ID
     max_history: int | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
+    sampling_rate: int = DEFAULT_SAMPLING_RATE
+    checks: QualityChecks | None = None
+    corpus: CorpusQuality = CorpusQuality()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         processor = load_processor(self.model_id)
         columns: dict[str, list] = {
-            "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": []
+            "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": [], "quality": []
         }
         for row in rows_of(batch):
             conversation = conversation_text(row)
+            results = self.quality_results(row)
+            faults = with_dropped_turns(audio_faults(row), results, len(conversation.texts))
             plan = plan_conversation(
-                processor, conversation, row["num_samples"], self.max_history, self.max_tokens, audio_faults(row)
+                processor, conversation, row["num_samples"], self.max_history, self.max_tokens, faults
             )
             columns["rendered"].append(plan.rendered)
             columns["message_tokens"].append(plan.message_tokens)
@@ -307,7 +380,54 @@ class PlanWindows:
                     for skip in plan.skips
                 ]
             )
+            columns["quality"].append(quality_records(conversation, results, plan))
         return columns
+
+    def quality_results(self, row: dict) -> list[CheckResult]:
+        if self.checks is None:
+            return []
+        return turn_checks(conversation_measures(row), self.checks, self.corpus, self.sampling_rate)
+
+
+def conversation_measures(row: dict) -> ConversationMeasures:
+    """A conversation row's measured columns (`TurnAudio`'s)."""
+    return ConversationMeasures(
+        conversation_id=row["conversation_id"],
+        language=row["language"],
+        turn_indices=row["turn_index"],
+        texts=row["text"],
+        num_samples=row["num_samples"],
+        cer=row.get("cer") or (),
+        **{name: row[name] for name in TurnMeasures.__dataclass_fields__},
+    )
+
+
+def with_dropped_turns(
+    faults: list[TurnFault | None], results: list[CheckResult], num_turns: int
+) -> list[TurnFault | None]:
+    """Each turn's fault, a dropping check (its first) becoming the fault of a turn that has none."""
+    merged = list(faults) if faults else [None] * num_turns
+    for result in results:
+        if result.action == DROPPED and merged[result.position] is None:
+            merged[result.position] = TurnFault(result.check, result.message)
+    return merged
+
+
+def quality_records(conversation: ConversationText, results: list[CheckResult], plan) -> list[dict]:
+    """The failed checks of the turns before the cut, and the check that cut, as rows of the `quality` column."""
+    cut = len(plan.steps)
+    cut_by = {problem.kind for problem in plan.problems}
+    return [
+        {
+            "turn_index": conversation.turn_indices[result.position],
+            "check": result.check,
+            "value": result.value,
+            "action": result.action,
+            "detail": result.message,
+        }
+        for result in results
+        if result.position < cut or (result.position == cut and result.check in cut_by)
+    ]
 
 
 def plan_conversations(
@@ -336,8 +456,8 @@ class WindowedSamples:
 
     @property
     def plan(self) -> PlanWindows:
-        """The plan step these samples are built from."""
-        return PlanWindows(self.model_id, self.max_history, self.max_tokens)
+        """The plan step these samples are built from (no quality checks: `PlanWindows.checks`)."""
+        return PlanWindows(self.model_id, self.max_history, self.max_tokens, self.sampling_rate)
 
 
 @dataclass(frozen=True)
@@ -374,11 +494,18 @@ class ContextualSamples(WindowedSamples):
         return samples_table(columns_of(samples, self.features()), self.features())
 
     def read_audios(self, conversation: ConversationText, row: dict, turns: set[int]) -> list:
+        """The prepared samples of the `turns` (positions) of a conversation row, as `TurnAudio` decided them."""
+        spans = turn_spans(row)
         return [
-            decode_turn(reference, self.sampling_rate, conversation.where(position), start, end)
+            apply_preparation(
+                decode_turn(row["audio"][position], self.sampling_rate, conversation.where(position), *spans[position]),
+                row["audio_offset"][position],
+                row["num_samples"][position],
+                row["gain"][position],
+            )
             if position in turns
             else None
-            for position, (reference, (start, end)) in enumerate(zip(row["audio"], turn_spans(row)))
+            for position in range(len(row["audio"]))
         ]
 
 

@@ -9,14 +9,16 @@ from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.sources import CorpusSource, input_source
 
+from ..core.asr import DEFAULT_ASR_BATCH_SIZE
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
+from ..core.quality import QualityChecks
 from ..core.windows import DEFAULT_MAX_TOKENS
 
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match, and the mark of our output
 PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
 FORMATS = (PROCESSOR_FORMAT, CODES_FORMAT)
-HOW_NOT_WHAT = ("output_dir", "num_proc", "cache_dir", "device", "encode_batch_size")  # may differ on --resume
+HOW_NOT_WHAT = ("output_dir", "num_proc", "cache_dir", "device", "encode_batch_size", "asr_batch_size")  # may differ on --resume
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class PrepareOptions:
     input_dataset: str | None = None  # a `datasets` dataset of turns: Hub id or folder
     input_config: str | None = None  # its config
     columns: str | None = None  # its column names: "conversation_id=episode,turn_index=idx,..."
+    quality: QualityChecks = field(default_factory=QualityChecks)
+    asr_model: str | None = None  # a transformers speech-recognition model: the ASR agreement check
+    asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
+    normalize_loudness: float | None = None  # target integrated loudness of every turn, LUFS
 
     def __post_init__(self):
         """Every check that needs no model: argument errors answer before anything heavy is imported."""
@@ -63,6 +69,14 @@ class PrepareOptions:
             raise InputError(f"--encode_batch_size must be at least 1 (got {self.encode_batch_size})")
         if not self.output_dir:
             raise InputError("--output_dir is required")
+        if self.asr_batch_size < 1:
+            raise InputError(f"--asr_batch_size must be at least 1 (got {self.asr_batch_size})")
+        if self.normalize_loudness is not None:
+            if not -70 <= self.normalize_loudness <= 0:
+                raise InputError(f"--normalize_loudness is a loudness in LUFS, -70 to 0 (got {self.normalize_loudness})")
+            from ..core.audio_prep import require_pyloudnorm
+
+            require_pyloudnorm()
         self.source.check()
 
     @property
@@ -74,7 +88,10 @@ class PrepareOptions:
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus")}
+        values = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus", "quality")
+        }
         values.update(self.corpus.to_dict())
+        values.update(self.quality.to_dict())
         values.update(self.source.arguments())
         return values

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
@@ -26,10 +26,13 @@ from csm_synthetic.builder import CsmSynthetic
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
 
+from ..core.audio_prep import AudioPreparation
 from ..core.csm import load_processor
+from ..core.quality import CorpusQuality, QualityChecks, corpus_quality
 from ..maps import (
     CodesSamples,
     ContextualSamples,
+    PlanWindows,
     TurnAudio,
     build_samples,
     group_conversations,
@@ -191,11 +194,45 @@ def conversation_shards(turns: datasets.Dataset, conversations_per_shard: int) -
     return [range(start, end) for start, end in zip(bounds, bounds[1:])]
 
 
-def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format) -> SplitResult:
-    """One shard of whole conversations through every step; each step's result is cached."""
-    transform = fmt.samples(options)
-    with_audio = map_turn_audio(turns, fmt.turn_audio(options), desc="Reading turns")
-    planned = plan_conversations(group_conversations(with_audio), transform.plan)
+def turn_audio(options: PrepareOptions, fmt: Format) -> TurnAudio:
+    """The per-turn step of the format, with the audio preparation and the ASR model of the options."""
+    preparation = AudioPreparation(trim_to=options.quality.trim_to, loudness=options.normalize_loudness)
+    return replace(
+        fmt.turn_audio(options),
+        preparation=preparation,
+        asr_model_id=options.asr_model,
+        asr_batch_size=options.asr_batch_size,
+    )
+
+
+def measure_split(turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format) -> list[datasets.Dataset]:
+    """Each shard of whole conversations through the per-turn step (decoded once, measured; cached)."""
+    transform = turn_audio(options, fmt)
+    shards = conversation_shards(turns, options.batch_size)
+    return [
+        map_turn_audio(turns.select(rows), transform, desc="Reading turns")
+        for rows in tqdm(shards, unit="shard", desc=f"{split}: reading turns")
+    ]
+
+
+def corpus_decisions(measured: dict[str, list[datasets.Dataset]], checks: QualityChecks) -> CorpusQuality:
+    """The corpus-level decisions of the checks, from the measured columns of every shard (a pass over Arrow
+    columns, no audio)."""
+    if not (checks.speaking_rate_flag or checks.speaking_rate_drop or checks.duplicate_audio):
+        return CorpusQuality()
+    names = ["conversation_id", "turn_index", "language", "text", "speaking_rate", "audio_hash"]
+    columns: dict[str, list] = {name: [] for name in names}
+    for shards in measured.values():
+        for shard in shards:
+            table = shard.data.table.select(names)
+            for name in names:
+                columns[name] += table.column(name).to_pylist()
+    return corpus_quality(*(columns[name] for name in names))
+
+
+def prepare_shard(with_audio: datasets.Dataset, plan: PlanWindows, transform, options: PrepareOptions) -> SplitResult:
+    """One measured shard of whole conversations planned and built; each step's result is cached."""
+    planned = plan_conversations(group_conversations(with_audio), plan)
     samples = build_samples(planned, transform, options.num_proc)
     result = SplitResult(planned, samples)
     if len(samples) != result.planned_samples:
@@ -203,13 +240,15 @@ def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format)
     return result
 
 
-def prepare_split(turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format) -> SplitResult:
-    shards = conversation_shards(turns, options.batch_size)
-    results = []
-    with tqdm(total=len(shards), unit="shard", desc=f"{split}") as progress:
-        for rows in shards:
-            results.append(prepare_shard(turns.select(rows), options, fmt))
-            progress.update()
+def prepare_split(
+    measured: list[datasets.Dataset], split: str, options: PrepareOptions, fmt: Format, corpus: CorpusQuality
+) -> SplitResult:
+    transform = fmt.samples(options)
+    plan = replace(transform.plan, checks=options.quality, corpus=corpus)
+    results = [
+        prepare_shard(with_audio, plan, transform, options)
+        for with_audio in tqdm(measured, unit="shard", desc=f"{split}: building samples")
+    ]
     return SplitResult.concatenate(results)
 
 
@@ -233,9 +272,11 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     builder.download_and_prepare()
     setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
     with quiet_datasets_progress():
-        results = {split: prepare_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
+        measured = {split: measure_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
+        decisions = corpus_decisions(measured, options.quality)
+        results = {split: prepare_split(shards, split, options, fmt, decisions) for split, shards in measured.items()}
     publish_dataset_dict({split: result.samples for split, result in results.items()}, output_dir)
 
-    report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds)
+    report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds, decisions)
     (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return report

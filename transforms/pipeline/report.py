@@ -16,6 +16,7 @@ from csm_synthetic.corpus import Corpus
 from csm_synthetic.environment import package_versions
 
 from ..core.plan import windows_of
+from ..core.quality import DROPPED, FLAGGED, CorpusQuality
 from .options import REPORT_NAME, PrepareOptions
 
 PLAN_COLUMNS = ["conversation_id", "num_samples", "message_tokens", "window_start", "skipped"]
@@ -89,8 +90,39 @@ def merged_problems(corpus: Corpus, results: dict[str, SplitResult]) -> tuple[li
     return problems, cut_turns
 
 
+def quality_entries(planned: datasets.Dataset) -> list[dict]:
+    """Every failed quality check of the plans (`conversation_id`, `turn_index`, `check`, `value`, `action`,
+    `detail`)."""
+    entries = []
+    for row in planned.select_columns(["conversation_id", "quality"]).to_list():
+        entries += [{"conversation_id": row["conversation_id"], **entry} for entry in row["quality"]]
+    return entries
+
+
+def quality_report(options: PrepareOptions, results: dict[str, SplitResult], corpus_quality: CorpusQuality) -> dict:
+    """The checks' settings, the corpus decisions, counts by check and action, and every failed check of a turn."""
+    entries = [entry for result in results.values() for entry in quality_entries(result.planned)]
+    entries.sort(key=lambda entry: (entry["conversation_id"], entry["turn_index"]))
+    counts: dict[str, dict[str, int]] = {}
+    for entry in entries:
+        by_action = counts.setdefault(entry["check"], {FLAGGED: 0, DROPPED: 0})
+        by_action[entry["action"]] += 1
+    return {
+        "checks": {**options.quality.to_dict(), "asr_model": options.asr_model,
+                   "normalize_loudness": options.normalize_loudness},
+        "corpus": corpus_quality.to_dict(),
+        "counts": dict(sorted(counts.items())),
+        "turns": entries,
+    }
+
+
 def build_report(
-    options: PrepareOptions, corpus: Corpus, results: dict[str, SplitResult], seconds: float, setup_seconds: float
+    options: PrepareOptions,
+    corpus: Corpus,
+    results: dict[str, SplitResult],
+    seconds: float,
+    setup_seconds: float,
+    corpus_quality: CorpusQuality = CorpusQuality(),
 ) -> dict:
     skipped, sample_tokens, sample_seconds = [], [], []
     for result in results.values():
@@ -130,6 +162,7 @@ def build_report(
         "setup_seconds": round(setup_seconds, 2),  # of elapsed: loading the processor (and codec), reading the corpus
         "problems": problems,
         "skipped": skipped,
+        "quality": quality_report(options, results, corpus_quality),
     }
 
 
@@ -151,5 +184,12 @@ def format_summary(report: dict) -> str:
     for problem in report["problems"]:
         kinds[problem["kind"]] = kinds.get(problem["kind"], 0) + 1
     lines += [f"    {kind}: {count}" for kind, count in sorted(kinds.items())]
+    quality = report["quality"]["counts"]
+    dropped = sum(counts[DROPPED] for counts in quality.values())
+    flagged = sum(counts[FLAGGED] for counts in quality.values())
+    lines.append(f"  quality checks: {dropped} dropped (each cuts its conversation), {flagged} flagged")
+    lines += [
+        f"    {check}: {counts[DROPPED]} dropped, {counts[FLAGGED]} flagged" for check, counts in quality.items()
+    ]
     lines.append(f"  report: {report['arguments']['output_dir']}/{REPORT_NAME}")
     return "\n".join(lines)
