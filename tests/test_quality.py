@@ -99,7 +99,7 @@ def test_corpus_decisions_take_medians_per_language_and_the_first_of_repeated_au
     )
     assert quality.rate_medians == (("de", 12.0), ("en", 15.0))  # the 5-letter text says nothing of a rate
     assert quality.duplicates == (("h1", "a", 1),)  # of b/0 and a/1, a/1 comes first
-    assert quality.first_with("h2") is None
+    assert quality.first_with() == {"h1": ("a", 1)}
 
 
 def measures(rates, **overrides) -> ConversationMeasures:
@@ -288,6 +288,20 @@ def test_trimmed_silence_and_normalized_loudness_are_the_samples_audio(work, pro
     for row in rows.values():
         audio = np.asarray(row["input_values"], dtype=np.float64)
         assert meter.integrated_loudness(audio) == pytest.approx(-23.0, abs=0.2)
+
+
+def test_the_codes_format_keeps_the_same_turns_and_encodes_the_trimmed_audio(work, processor_dir):
+    from transforms.testing.offline import build_tiny_codec
+
+    build_tiny_codec().save_pretrained(str(work / "codec"))
+    codes_report, codes = run(work, "codes_trim", processor_dir, "--trim_silence", "--format", "codes",
+                              "--codec_model_id", str(work / "codec"), "--device", "cpu")
+    report, processed = run(work, "processor_trim", processor_dir, "--trim_silence")
+    assert codes_report["quality"] == report["quality"] and codes_report["problems"] == report["problems"]
+    assert sample_turns(codes) == sample_turns(processed)
+    row = next(r for r in codes["train"].to_list() if (r["conversation_id"], r["turn_index"]) == ("en/silence", 1))
+    trimmed_samples = round((1.5 + 1.9 - 0.5) * RATE)  # 1.5 s of silence trimmed down to 1.0 s
+    assert len(row["audio_codes"][-1]) == -(-trimmed_samples // 1920)  # Mimi frames of the trimmed audio
 
 
 def test_quality_arguments_are_refused_before_any_work(work, processor_dir, tmp_path, capsys):

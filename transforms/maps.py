@@ -359,9 +359,10 @@ class PlanWindows:
         columns: dict[str, list] = {
             "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": [], "quality": []
         }
+        first_with = self.corpus.first_with()
         for row in rows_of(batch):
             conversation = conversation_text(row)
-            results = self.quality_results(row)
+            results = self.quality_results(row, first_with)
             faults = with_dropped_turns(audio_faults(row), results, len(conversation.texts))
             plan = plan_conversation(
                 processor, conversation, row["num_samples"], self.max_history, self.max_tokens, faults
@@ -383,10 +384,10 @@ class PlanWindows:
             columns["quality"].append(quality_records(conversation, results, plan))
         return columns
 
-    def quality_results(self, row: dict) -> list[CheckResult]:
+    def quality_results(self, row: dict, first_with: dict[str, tuple[str, int]]) -> list[CheckResult]:
         if self.checks is None:
             return []
-        return turn_checks(conversation_measures(row), self.checks, self.corpus, self.sampling_rate)
+        return turn_checks(conversation_measures(row), self.checks, self.corpus, self.sampling_rate, first_with)
 
 
 def conversation_measures(row: dict) -> ConversationMeasures:

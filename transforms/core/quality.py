@@ -129,11 +129,10 @@ class CorpusQuality:
     def rate_median(self, language: str) -> float | None:
         return dict(self.rate_medians).get(language)
 
-    def first_with(self, hash_: str) -> tuple[str, int] | None:
-        for found, conversation_id, turn_index in self.duplicates:
-            if found == hash_:
-                return conversation_id, turn_index
-        return None
+    def first_with(self) -> dict[str, tuple[str, int]]:
+        """Audio hash -> (conversation id, turn index) of the first turn with that audio, for repeated audio only.
+        (Built per call, never kept on the object: the object's pickle is its cache key.)"""
+        return {hash_: (conversation_id, turn_index) for hash_, conversation_id, turn_index in self.duplicates}
 
     def to_dict(self) -> dict:
         return {
@@ -208,19 +207,30 @@ class ConversationMeasures:
 
 
 def turn_checks(
-    measures: ConversationMeasures, checks: QualityChecks, corpus: CorpusQuality, sampling_rate: int
+    measures: ConversationMeasures,
+    checks: QualityChecks,
+    corpus: CorpusQuality,
+    sampling_rate: int,
+    first_with: dict[str, tuple[str, int]] | None = None,
 ) -> list[CheckResult]:
-    """Every failed check of every measured turn, in turn order (a turn may fail several)."""
+    """Every failed check of every measured turn, in turn order (a turn may fail several). `first_with`:
+    `corpus.first_with()`, built once for many conversations."""
+    first_with = corpus.first_with() if first_with is None else first_with
     results = []
     for position in range(len(measures.turn_indices)):
         if measures.level_db[position] is None:
             continue  # a faulty turn: its fault cuts the conversation
-        results += checks_of_turn(measures, position, checks, corpus, sampling_rate)
+        results += checks_of_turn(measures, position, checks, corpus, sampling_rate, first_with)
     return results
 
 
 def checks_of_turn(
-    m: ConversationMeasures, position: int, checks: QualityChecks, corpus: CorpusQuality, sampling_rate: int
+    m: ConversationMeasures,
+    position: int,
+    checks: QualityChecks,
+    corpus: CorpusQuality,
+    sampling_rate: int,
+    first_with: dict[str, tuple[str, int]],
 ) -> list[CheckResult]:
     found = []
 
@@ -251,7 +261,7 @@ def checks_of_turn(
     level = m.level_db[position]
     if checks.min_level_db is not None and level < checks.min_level_db:
         failed(NEAR_SILENT, level, f"is near silent: {level:.1f} dBFS (--min_level_db {checks.min_level_db:g})")
-    first = corpus.first_with(m.audio_hash[position]) if checks.duplicate_audio else None
+    first = first_with.get(m.audio_hash[position]) if checks.duplicate_audio else None
     if first is not None and first != (m.conversation_id, int(m.turn_indices[position])):
         failed(DUPLICATE_AUDIO, 1.0, f"has exactly the audio of {first[0]} turn {first[1]}")
     cer = m.cer[position] if len(m.cer) else None
