@@ -12,24 +12,22 @@ from ..core.quality import CHECKS, HELP as QUALITY_HELP, QualityChecks
 from .options import FORMATS, PrepareOptions
 
 
-def optional_int(value: str) -> int | None:
-    """'None' (or 'all') means no limit."""
-    if value.lower() in ("none", "all"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or None, got {value!r}") from None
+def optional(convert, none_words: tuple[str, ...], expected: str):
+    """An argparse type: `convert(value)`, or None for any of `none_words`."""
+
+    def parse(value: str):
+        if value.lower() in none_words:
+            return None
+        try:
+            return convert(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+
+    return parse
 
 
-def optional_float(value: str) -> float | None:
-    """'none' (or 'off') turns a check off."""
-    if value.lower() in ("none", "off"):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or none, got {value!r}") from None
+optional_int = optional(int, ("none", "all"), "an integer or None")  # no limit
+optional_float = optional(float, ("none", "off"), "a number or none")  # a check turned off
 
 
 def check_names(value: str) -> tuple[str, ...]:
