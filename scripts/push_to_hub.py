@@ -22,12 +22,13 @@ from dataclasses import fields
 
 from csm_synthetic.cli import HelpFormatter, add_corpus_arguments, corpus_settings, run
 from csm_synthetic.errors import ExitCode
+from transforms.core.csm import DEFAULT_MODEL_ID
 from transforms.export.hub import DEFAULT_MAX_SHARD_SIZE, PublishOptions, print_summary, publish
 
 EPILOG = f"""\
 examples:
   push_to_hub.py --input_dir synthetic-dataset --repo_id me/csm-podcasts --private
-  push_to_hub.py --prepared_dir prepared --repo_id me/csm-podcasts-samples
+  push_to_hub.py --prepared_dir prepared --repo_id me/csm-podcasts-samples --model_id sesame/csm-1b
   push_to_hub.py --input_dir synthetic-dataset --to_dir repo && push_to_hub.py --staged_dir repo --repo_id me/x
 
 exit status: 0 done, {ExitCode.USAGE} bad arguments or input, {ExitCode.AUTH} no token / token rejected / permission
@@ -60,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a --to_dir folder written earlier by this script"
     )
     target.add_argument("--staging_dir", help="where an upload builds its repository folder (default: the system temp)")
+    prepared = parser.add_argument_group("publishing prepared samples (--prepared_dir)")
+    prepared.add_argument(
+        "--model_id",
+        help="Hub id of the CSM model the card's training snippet fine-tunes (default: the prepare run's "
+        f"--model_id when it is a Hub id, else {DEFAULT_MODEL_ID})",
+    )
     raw = parser.add_argument_group("reading the raw corpus (--input_dir)")
     raw.add_argument("--cache_dir", help="datasets cache for the corpus builder (default: the datasets default)")
     add_corpus_arguments(raw)

@@ -26,14 +26,19 @@ import huggingface_hub
 import numpy as np
 import pytest
 import yaml
+from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 from PIL import Image
+from transformers import TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from csm_synthetic.builder import available_configs, load_turns
 from csm_synthetic.corpus import read_corpus
 from csm_synthetic.errors import ExitCode
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.testing.demo import create_demo_corpus
+from transforms.core.csm import DEFAULT_MODEL_ID
+from transforms.export.card import REPO_PLACEHOLDER
 from transforms.export.content import raw_corpus_content
 from transforms.export.figures import BAR_COLOR, read_histogram_png
 from transforms.export.repository import inspect_repository, stage_repository
@@ -334,13 +339,82 @@ def test_prepared_card_target_turn_durations_are_those_of_the_target_turns(prepa
     assert low <= hist.edges[0] - targets.min() <= high and low <= hist.edges[-1] - targets.max() <= high
 
 
-def test_prepared_card_training_snippet_runs(prepared, model_dir, work, monkeypatch, capsys):
+def short_training(*args, **kwargs):
+    """The card's `TrainingArguments`, cut to two CPU steps without logging or checkpoints."""
+    kwargs.update(max_steps=2, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
+    return REAL_TRAINING_ARGUMENTS(*args, **kwargs)
+
+
+REAL_TRAINING_ARGUMENTS = TrainingArguments
+
+
+def test_prepared_card_training_snippet_runs(prepared, model_dir, work, monkeypatch, tmp_path):
+    """The snippet batches with the project's collator and groups by length, with transformers' own names."""
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(work / "snippet_cache"))
-    (snippet,) = python_blocks((prepared.repo / "README.md").read_text(encoding="utf-8"))
-    assert f'from_pretrained("{model_dir}")' in snippet  # the model of the prepare run
-    exec(snippet.replace("<your-name>/<dataset-name>", str(prepared.repo)), {})  # noqa: S102
-    losses = re.findall(r"loss (\d+\.\d+)", capsys.readouterr().out)
-    assert len(losses) == 2 and all(np.isfinite(float(loss)) for loss in losses)
+    # the module the snippet imports from: importing CsmProcessor puts a new `transformers` in sys.modules
+    monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", short_training)
+    monkeypatch.chdir(tmp_path)  # the snippet's output folder
+    text = (prepared.repo / "README.md").read_text(encoding="utf-8")
+    assert "batches of one" not in text
+    (snippet,) = python_blocks(text)
+    assert f'from_pretrained("{DEFAULT_MODEL_ID}")' in snippet  # prepared with a local folder: the CSM default
+    snippet = snippet.replace(REPO_PLACEHOLDER, str(prepared.repo)).replace(f'"{DEFAULT_MODEL_ID}"', repr(str(model_dir)))
+    namespace = {}
+    exec(snippet, namespace)  # noqa: S102 - the card's own snippet
+    trainer = namespace["trainer"]
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert trainer.state.global_step == 2 and len(losses) == 2 and all(np.isfinite(losses))
+    assert trainer.args.per_device_train_batch_size > 1
+    sampler = trainer.get_train_dataloader().batch_sampler.sampler
+    assert isinstance(sampler, LengthGroupedSampler)
+    train = load_repo(prepared.repo, None, work)["train"]
+    assert not isinstance(sampler.lengths, list), "lengths were computed by reading every row, not the column"
+    assert list(sampler.lengths) == list(train["num_tokens"])
+
+
+@pytest.mark.parametrize(
+    "flag, prepared_with, expected",
+    [
+        (None, None, DEFAULT_MODEL_ID),  # prepared with a local folder (the fixture's)
+        (None, "sesame/csm-1b", "sesame/csm-1b"),  # prepared with a Hub id: that model
+        ("me/my-csm", None, "me/my-csm"),  # --model_id
+    ],
+)
+def test_prepared_card_snippet_loads_the_model_id_flag_or_a_hub_id(
+    prepared, work, tmp_path, flag, prepared_with, expected
+):
+    source = prepared.output
+    if prepared_with:
+        source = tmp_path / "prepared"
+        subprocess.run(["cp", "-al", str(prepared.output), str(source)], check=True)
+        report = json.loads((source / "prepare_report.json").read_text())
+        report["arguments"]["model_id"] = prepared_with
+        (source / "prepare_report.json").unlink()  # a hard link to the original's
+        (source / "prepare_report.json").write_text(json.dumps(report))
+    arguments = ["--prepared_dir", str(source), "--to_dir", str(tmp_path / "repo")]
+    assert push_to_hub.main(arguments + (["--model_id", flag] if flag else [])) == 0
+    (snippet,) = python_blocks((tmp_path / "repo" / "README.md").read_text(encoding="utf-8"))
+    assert snippet.count(f'from_pretrained("{expected}")') == 2  # processor and model
+
+
+def test_model_id_is_refused_for_the_raw_corpus(corpus, tmp_path, capsys):
+    arguments = ["--input_dir", str(corpus), "--to_dir", str(tmp_path / "repo"), "--model_id", "me/my-csm"]
+    assert push_to_hub.main(arguments) == ExitCode.USAGE
+    assert "only with --prepared_dir" in capsys.readouterr().err
+
+
+def test_prepared_card_declares_the_samples_features_and_sizes(prepared):
+    """The export's `dataset_info` (the card's YAML) describes the samples, as the output's own does."""
+    source = datasets.load_from_disk(str(prepared.output))
+    info = DatasetInfosDict.from_dataset_card_data(card_of(prepared.repo).data)["default"]
+    output_info = next(iter(source.values())).info
+    assert info.features == output_info.features
+    assert {name: split.num_examples for name, split in info.splits.items()} == {
+        name: split.num_examples for name, split in output_info.splits.items()
+    }
+    assert info.dataset_size == sum(split.num_bytes for split in info.splits.values()) == output_info.dataset_size
+    text = (prepared.repo / "README.md").read_text(encoding="utf-8")
+    assert output_info.description.split("\n\n")[0] in text  # the same description of the format
 
 
 # --- the upload path, up to the network boundary -------------------------------------------------

@@ -269,7 +269,7 @@ def test_decoding_problems_are_data_in_the_turn_rows_and_bad_turns_are_not_encod
     from transforms.testing.offline import build_tiny_codec
 
     build_tiny_codec().save_pretrained(str(tmp_path / "codec"))
-    encoded = encode_turns(turns["train"], str(tmp_path / "codec"), device="cpu", batch_size=2)
+    encoded = encode_turns(turns["train"], str(tmp_path / "codec"), devices="cpu", budget_seconds=0.05)
     assert encoded["problem_kind"] == measured["problem_kind"]
     assert [codes is None for codes in encoded["audio_codes"]] == [turn in faults for turn in range(6)]
 
@@ -477,7 +477,8 @@ def tampered(output: Path, target: Path, column: str, change) -> Path:
     def tamper(row, index):
         return {column: change(row[column])} if index == 1 else {}
 
-    loaded["train"] = loaded["train"].with_format("numpy").map(tamper, with_indices=True).with_format(None)
+    features = loaded["train"].features
+    loaded["train"] = loaded["train"].with_format("numpy").map(tamper, with_indices=True, features=features)
     loaded.save_to_disk(str(target))
     shutil.copyfile(output / REPORT_NAME, target / REPORT_NAME)
     return target
@@ -486,8 +487,8 @@ def tampered(output: Path, target: Path, column: str, change) -> Path:
 def set_sample(position, value):
     def change(samples):
         samples = np.array(samples, copy=True)
-        samples[position] = value
-        return samples
+        samples.reshape(-1)[position] = value  # a row's input_values are (1, samples), as the processor gives them
+        return samples.tolist()
     return change
 
 

@@ -286,7 +286,7 @@ def test_trimmed_silence_and_normalized_loudness_are_the_samples_audio(work, pro
     assert segment_lengths(untrimmed)[-1] - segment_lengths(trimmed)[-1] == round(0.5 * RATE)  # 1.5 s down to 1.0 s
     meter = pyloudnorm.Meter(RATE)
     for row in rows.values():
-        audio = np.asarray(row["input_values"], dtype=np.float64)
+        audio = np.asarray(row["input_values"], dtype=np.float64)[0]  # (1, samples): the processor's row
         assert meter.integrated_loudness(audio) == pytest.approx(-23.0, abs=0.2)
 
 

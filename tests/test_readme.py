@@ -8,11 +8,12 @@ folder; training runs one step.
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import datasets
 import pytest
-import transformers
+from transformers import TrainingArguments
 
 from csm_synthetic.corpus import read_corpus
 from csm_synthetic.settings import CorpusSettings
@@ -61,7 +62,7 @@ def one_step_arguments(*args, **kwargs):
     return REAL_TRAINING_ARGUMENTS(*args, **kwargs)
 
 
-REAL_TRAINING_ARGUMENTS = transformers.TrainingArguments
+REAL_TRAINING_ARGUMENTS = TrainingArguments
 
 
 def test_the_readme_has_the_snippets_this_test_runs():
@@ -75,5 +76,6 @@ def test_readme_snippet_runs(number, workspace, monkeypatch):
         code = code.replace(f'"{hub_id}"', repr(str(workspace / "csm")))
     monkeypatch.chdir(workspace)
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(workspace / "cache"))  # not the user's cache
-    monkeypatch.setattr(transformers, "TrainingArguments", one_step_arguments)
+    # the module the snippets import from: importing CsmProcessor puts a new `transformers` in sys.modules
+    monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", one_step_arguments)
     exec(compile(code, f"README.md snippet {number}", "exec"), {})  # noqa: S102

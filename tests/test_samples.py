@@ -8,6 +8,7 @@ import pytest
 import torch
 from datasets.fingerprint import Hasher
 from transformers import Trainer, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from csm_synthetic import load_turns, read_corpus
 from csm_synthetic.audio import load_audio
@@ -17,6 +18,7 @@ from transforms import ContextualSamples, build_samples, group_conversations, lo
 from transforms.training.collator import CsmDataCollator
 
 MAX_HISTORY = 2
+PROCESSOR_COLUMNS = ("input_ids", "attention_mask", "labels", "input_values", "input_values_cutoffs")
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,8 @@ def test_group_conversations_gives_one_row_per_conversation_with_turns_in_order(
 
 
 def test_every_turn_gets_a_sample_equal_to_the_processors_own_encoding(samples, corpus_dir, processor_dir):
+    """Every column the processor returns for the window, with only the batch dimension removed: values,
+    dtype and shape (`input_values` `(1, samples)`), read back from the stored rows."""
     processor = load_processor(processor_dir)
     corpus = read_corpus(corpus_dir)
     by_id = {c.conversation_id: c for c in corpus.conversations}
@@ -75,12 +79,23 @@ def test_every_turn_gets_a_sample_equal_to_the_processors_own_encoding(samples, 
         assert row["num_context_turns"] == target - start
         assert row["speaker"] == turns[target].speaker
         expected = reference_encoding(processor, turns[start : target + 1])
-        for name in ("input_ids", "attention_mask", "labels", "input_values_cutoffs"):
-            np.testing.assert_array_equal(row[name], expected[name][0].numpy(), err_msg=name)
-        np.testing.assert_array_equal(row["input_values"], expected["input_values"].reshape(-1).numpy())
+        assert set(expected) == set(PROCESSOR_COLUMNS)
+        for name, tensor in expected.items():
+            want = tensor[0].numpy()
+            assert (row[name].dtype, row[name].shape) == (want.dtype, want.shape), name
+            np.testing.assert_array_equal(row[name], want, err_msg=name)
         assert row["num_tokens"] == len(row["input_ids"])
-        assert row["audio_seconds"] == pytest.approx(len(row["input_values"]) / 24000)
-        assert row["input_values"].dtype == np.float32
+        assert row["audio_seconds"] == pytest.approx(row["input_values"].shape[-1] / 24000)
+
+
+def test_a_row_with_a_batch_dimension_added_runs_the_stock_model(samples, processor_dir):
+    """The habit of the transformers docs: `model(**{k: torch.tensor(v)[None] ...})` on a stored row."""
+    model = build_tiny_model(load_processor(processor_dir))
+    row = samples[1]  # python lists, as a plain `load_dataset` gives them
+    loss = model(**{name: torch.tensor(row[name])[None] for name in PROCESSOR_COLUMNS}).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.backbone_model.parameters())
 
 
 def test_transform_hashes_stably_so_datasets_caches_the_map(conversations, samples, processor_dir):
@@ -174,20 +189,56 @@ def test_collator_pads_like_the_processor_batch(samples, processor_dir):
         assert cutoffs[len(row["input_values_cutoffs"]) :].eq(-1).all()
 
 
+def one_step_arguments(folder, **options) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(folder), max_steps=2, report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, **options
+    )
+
+
 def test_trainer_takes_prepared_samples_with_the_collator(samples, processor_dir, tmp_path):
     processor = load_processor(processor_dir)
     model = build_tiny_model(processor)
     model.accepts_loss_kwargs = False  # else the Trainer's num_items_in_batch rescales the depth decoder loss
-    arguments = TrainingArguments(
-        output_dir=str(tmp_path / "run"),
-        max_steps=2,
-        per_device_train_batch_size=2,
-        remove_unused_columns=False,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        logging_steps=1,
-    )
+    arguments = one_step_arguments(tmp_path / "run", per_device_train_batch_size=2, remove_unused_columns=False)
     trainer = Trainer(model=model, args=arguments, train_dataset=samples, data_collator=CsmDataCollator.for_processor(processor))
     result = trainer.train()
     assert np.isfinite(result.training_loss)
+
+
+@pytest.mark.parametrize("data_format", [None, "numpy"], ids=["lists", "numpy"])
+def test_trainer_without_a_collator_trains_the_stock_model_at_batch_size_one(samples, processor_dir, tmp_path, data_format):
+    """The habit of the transformers docs and the Unsloth notebook: no collator, batch size 1, the metadata
+    columns dropped by `remove_unused_columns=True` (the default), the stock model."""
+    model = build_tiny_model(load_processor(processor_dir))
+    model.accepts_loss_kwargs = False
+    before = [parameter.detach().clone() for parameter in model.backbone_model.parameters()]
+    arguments = one_step_arguments(tmp_path / "run", per_device_train_batch_size=1)
+    trainer = Trainer(model=model, args=arguments, train_dataset=samples.with_format(data_format))
+    result = trainer.train()
+    assert np.isfinite(result.training_loss)
+    assert any(not torch.equal(old, new) for old, new in zip(before, model.backbone_model.parameters()))
+
+
+@pytest.mark.parametrize("remove_unused_columns", [False, True])
+def test_length_grouped_batching_reads_num_tokens_when_the_trainer_keeps_the_columns(
+    samples, processor_dir, tmp_path, remove_unused_columns
+):
+    """transformers 5.23's names; `remove_unused_columns=True` drops `num_tokens` before the sampler is built,
+    which then reads every row to measure it (a list), so the working combination keeps the columns and lets
+    the collator drop the metadata."""
+    processor = load_processor(processor_dir)
+    model = build_tiny_model(processor)
+    arguments = one_step_arguments(
+        tmp_path / "run",
+        per_device_train_batch_size=2,
+        train_sampling_strategy="group_by_length",
+        length_column_name="num_tokens",
+        remove_unused_columns=remove_unused_columns,
+    )
+    data = samples.with_format("numpy")
+    trainer = Trainer(model=model, args=arguments, train_dataset=data, data_collator=CsmDataCollator.for_processor(processor))
+    sampler = trainer.get_train_dataloader().batch_sampler.sampler
+    assert isinstance(sampler, LengthGroupedSampler)
+    assert list(sampler.lengths) == list(samples["num_tokens"])
+    assert isinstance(sampler.lengths, list) == remove_unused_columns  # measured row by row, or the column
+    # training through this combination: the card's snippet (tests/test_hub.py)

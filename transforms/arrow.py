@@ -21,11 +21,17 @@ def list_array(arrays: list[np.ndarray], dtype) -> pa.ListArray:
 
 
 def joined_segments_array(rows: list[list[np.ndarray]], dtype) -> pa.ListArray:
-    """One Arrow list per row holding its segments one after the other (the processor's `input_values`)."""
+    """One Arrow list per row holding its segments one after the other."""
     lengths = [sum(len(segment) for segment in row) for row in rows]
     segments = [segment for row in rows for segment in row]
     values = np.concatenate(segments).astype(dtype, copy=False) if segments else np.zeros(0, dtype=dtype)
     return pa.ListArray.from_arrays(offsets_array(lengths), pa.array(values))
+
+
+def one_channel_array(rows: list[list[np.ndarray]], dtype) -> pa.ListArray:
+    """list<list<...>>: each row `(1, samples)`, its segments joined into one channel (the processor's
+    `input_values` without its batch dimension), written once, straight into the Arrow buffer."""
+    return pa.ListArray.from_arrays(offsets_array([1] * len(rows)), joined_segments_array(rows, dtype))
 
 
 def segments_array(rows: list[list[np.ndarray]], dtype) -> pa.ListArray:
@@ -43,26 +49,23 @@ def segments_array(rows: list[list[np.ndarray]], dtype) -> pa.ListArray:
 
 
 def samples_table(columns: dict[str, list], features: datasets.Features) -> pa.Table:
-    """The table of `features` from per-row values: scalars, 1-D arrays, or lists of arrays (segments).
+    """The table of `features` from per-row values, by the list depth of each feature:
 
-    A list column whose rows are lists of 1-D arrays is joined (`input_values`); one of three list levels
-    holds one 2-D array per segment (`audio_codes`).
+    - no list: scalars;
+    - one level: a 1-D array per row;
+    - two levels: a list of 1-D segments per row, joined into one channel `(1, samples)` (`input_values`);
+    - three levels: a list of 2-D `(frames, codebooks)` segments per row (`audio_codes`).
     """
     schema = features.arrow_schema
     arrays = []
     for field in schema:
         values = columns[field.name]
-        if not pa.types.is_list(field.type):
-            arrays.append(pa.array(values, type=field.type))
-            continue
-        depth, leaf = 1, field.type.value_type
+        depth, leaf = 0, field.type
         while pa.types.is_list(leaf):
             depth, leaf = depth + 1, leaf.value_type
-        dtype = leaf.to_pandas_dtype()
-        if depth == 3:
-            arrays.append(segments_array(values, dtype))
-        elif values and isinstance(values[0], list):
-            arrays.append(joined_segments_array(values, dtype))
-        else:
-            arrays.append(list_array(values, dtype))
+        if depth == 0:
+            arrays.append(pa.array(values, type=field.type))
+            continue
+        build = {1: list_array, 2: one_channel_array, 3: segments_array}[depth]
+        arrays.append(build(values, leaf.to_pandas_dtype()))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -14,7 +14,7 @@ import datasets
 PER_CONVERSATION = ("conversation_id", "language")  # one value per conversation row; every other column is per turn
 CODES = datasets.List(datasets.List(datasets.Value("int16")))  # one turn's codes: (frames, num_codebooks)
 PROCESSOR_ONLY_COLUMNS = ("input_values", "input_values_cutoffs", "labels")
-# `transforms.core.quality.TurnMeasures` and the ASR agreement, per turn
+# `csm_synthetic.measures.TurnMeasures` and the ASR agreement, per turn
 MEASURE_FEATURES = {
     "leading_silence": datasets.Value("float32"),  # seconds
     "trailing_silence": datasets.Value("float32"),
@@ -94,7 +94,8 @@ def planned_features(conversation_features: datasets.Features) -> datasets.Featu
 
 
 def sample_features() -> datasets.Features:
-    """Processor-format samples: the processor's columns plus the metadata of the sample's window."""
+    """Processor-format samples: the processor's columns, as it returns them for the sample's window with only
+    the batch dimension removed (values, dtypes and shapes), plus the metadata of the window."""
     return datasets.Features(
         {
             "conversation_id": datasets.Value("string"),
@@ -104,11 +105,11 @@ def sample_features() -> datasets.Features:
             "num_context_turns": datasets.Value("int32"),
             "num_tokens": datasets.Value("int32"),
             "audio_seconds": datasets.Value("float32"),  # all audio of the sample, context included
-            "input_ids": datasets.List(datasets.Value("int32")),
-            "attention_mask": datasets.List(datasets.Value("int8")),
-            "labels": datasets.List(datasets.Value("int32")),
-            "input_values": datasets.List(datasets.Value("float32")),
-            "input_values_cutoffs": datasets.List(datasets.Value("int32")),
+            "input_ids": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "attention_mask": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "labels": datasets.List(datasets.Value("int64")),  # (tokens,)
+            "input_values": datasets.List(datasets.List(datasets.Value("float32"))),  # (1, samples): one channel
+            "input_values_cutoffs": datasets.List(datasets.Value("int64")),  # (audio segments,)
         }
     )
 

@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import datasets
 import numpy as np
@@ -59,8 +59,7 @@ from .features import (
     turn_audio_features,
 )
 
-DEFAULT_ENCODE_BATCH_SIZE = 16  # turns per codec call
-SORT_WINDOW = 8  # codec batches per map batch; turns are sorted by length inside it so that batches pad little
+ENCODE_WINDOW = 4096  # turns per map batch when encoding: sorted by length across it, so codec calls pad little
 MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
@@ -131,53 +130,75 @@ def decode_turn(audio: dict, sampling_rate: int, where: str, start: float | None
 
 
 @dataclass(frozen=True)
+class PreparedTurn:
+    """What the per-turn step learns from one turn's decoded samples (see `prepare_turn`)."""
+
+    fault: TurnFault | None = None  # None: the audio is fine
+    measures: TurnMeasures | None = None  # the quality measures of the decoded samples (None with a fault)
+    decision: tuple[int, int, np.float32] = (0, 0, np.float32(1.0))  # (offset, num_samples, gain): `AudioPreparation`
+    audio: np.ndarray | None = None  # the prepared samples (None with a fault: nothing to train on)
+
+
+def prepare_turn(
+    audio: dict, span: tuple[float | None, float | None], text: str, sampling_rate: int, preparation: AudioPreparation
+) -> PreparedTurn:
+    """The per-turn work, the same for every format: decode the turn once, check it, measure it, prepare its audio."""
+    samples, fault = read_turn_audio(audio, sampling_rate, *span)
+    if fault is not None:
+        return PreparedTurn(fault)
+    decision = preparation.decide(samples, sampling_rate)
+    return PreparedTurn(None, measure_turn(samples, sampling_rate, text), decision, apply_preparation(samples, *decision))
+
+
+@dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched), where each turn is decoded once. Adds:
+    """`.map` transform over turn rows (batched), where each turn is decoded once (`prepare_turn`). Adds:
 
     - `num_samples`, `audio_offset`, `gain`: the turn's prepared audio (`AudioPreparation`: edge silence trimmed,
       loudness normalized) as a part of its decoded samples, times a gain;
     - `problem_kind` and `problem` (null when the audio is fine);
-    - the quality measures (`transforms.core.quality.measure_turn`) and, with an ASR model, `asr_text` and `cer`;
-    - with a codec, `audio_codes` of the prepared audio (null for a turn with a problem: not encoded).
+    - the quality measures (`csm_synthetic.measures.measure_turn`) and, with an ASR model, `asr_text` and `cer`;
+    - with a codec, `audio_codes` of the prepared audio (null for a turn with a problem: it is not encoded).
+
+    With a codec, the turns of a map batch (a window of `ENCODE_WINDOW` turns) are encoded together by the
+    encoder pool of `transforms.encoders`: codec calls of turns sorted by length, on every device of
+    `devices`, each turn prepared (`prepare_turn`) ahead in threads. Both formats get the same columns from the
+    same per-turn work.
     """
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
-    codec_model_id: str | None = None  # None: no codes
-    device: str = "auto"
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE
+    codec_model_id: str | None = None  # None: only measure
+    devices: str = "auto"  # a --devices value: where the codec (and the ASR model, on the first) runs
+    budget_seconds: float | None = None  # padded audio per codec call (None: the device type's default)
+    max_batch_turns: int | None = None  # turns per codec call at most (None: the budget decides)
+    allow_tf32: bool = False  # TF32 matmuls and convolutions on a GPU: faster, more near-tie codes flip
     preparation: AudioPreparation = AudioPreparation()
     asr_model_id: str | None = None
     asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        decoded = [
-            read_turn_audio(audio, self.sampling_rate, start, end)
-            for audio, (start, end) in zip(batch["audio"], turn_spans(batch))
-        ]
-        faults = [fault for _, fault in decoded]
-        usable = [None if fault else samples for samples, fault in decoded]
-        measures = [
-            None if samples is None else measure_turn(samples, self.sampling_rate, text)
-            for samples, text in zip(usable, batch["text"])
-        ]
-        decisions = [(0, 0, np.float32(1.0)) if samples is None else self.preparation.decide(samples, self.sampling_rate)
-                     for samples in usable]
-        prepared = [
-            None if samples is None else apply_preparation(samples, *decision)
-            for samples, decision in zip(usable, decisions)
-        ]
-        columns = {
-            "num_samples": np.array([length for _, length, _ in decisions], dtype=np.int32),
-            "audio_offset": np.array([offset for offset, _, _ in decisions], dtype=np.int32),
-            "gain": np.array([gain for _, _, gain in decisions], dtype=np.float32),
-            "problem_kind": [None if fault is None else fault.kind for fault in faults],
-            "problem": [None if fault is None else fault.message for fault in faults],
-            **measure_columns(measures),
-            **self.asr_columns(prepared, batch["text"]),
-        }
-        if self.codec_model_id is not None:
-            columns["audio_codes"] = self.encode(prepared)
+        # each column taken once, here: a map batch formats columns lazily, not thread-safely
+        audio, spans, texts = batch["audio"], turn_spans(batch), batch["text"]
+        turns: list[PreparedTurn] = [PreparedTurn()] * len(audio)
+        keep_audio = self.asr_model_id is not None  # the ASR pass needs the prepared audio after the codec's
+
+        def read(row: int) -> np.ndarray | None:
+            """Turn `row`'s prepared samples, or None when they cannot be trained on (its fault is in `turns`)."""
+            turn = prepare_turn(audio[row], spans[row], texts[row], self.sampling_rate, self.preparation)
+            turns[row] = turn if keep_audio else replace(turn, audio=None)
+            return turn.audio
+
+        codes = None
+        if self.codec_model_id is None:
+            for row in range(len(audio)):
+                read(row)
+        else:
+            codes = self.encode(read, batch["duration"])
+        columns = turn_columns(turns)
+        columns.update(self.asr_columns([turn.audio for turn in turns], texts))
+        if codes is not None:
+            columns["audio_codes"] = codes
         return columns
 
     def asr_columns(self, audios: list[np.ndarray | None], texts: list[str]) -> dict[str, list]:
@@ -185,10 +206,10 @@ class TurnAudio:
         transcripts: list[str | None] = [None] * len(audios)
         if self.asr_model_id is not None:
             from .core.asr import load_asr, transcribe
-            from .core.codec import resolve_device
+            from .encoders import resolve_devices
 
             present = [row for row, audio in enumerate(audios) if audio is not None]
-            asr = load_asr(self.asr_model_id, resolve_device(self.device))
+            asr = load_asr(self.asr_model_id, resolve_devices(self.devices, single=True)[0])
             for row, text in zip(present, transcribe(asr, [audios[row] for row in present], self.sampling_rate,
                                                       self.asr_batch_size)):
                 transcripts[row] = text
@@ -197,37 +218,51 @@ class TurnAudio:
             "cer": [None if heard is None else character_error_rate(text, heard) for heard, text in zip(transcripts, texts)],
         }
 
-    def encode(self, audios: list[np.ndarray | None]) -> list[np.ndarray | None]:
-        """The codes of each audio (None for None: a turn with a problem is not encoded)."""
-        from .core.codec import encode_batch, load_codec, resolve_device  # torch and Mimi: only for codes
+    def encode(self, read, durations: list[float]) -> list[np.ndarray | None]:
+        """Each turn's codes (None where `read` gives no audio). The codec calls are planned from the headers'
+        durations, so no audio is read before its call is near; reading runs in threads."""
+        from .encoders import encoder_pool
 
-        codec = load_codec(self.codec_model_id, resolve_device(self.device))
-        if codec.config.sampling_rate != self.sampling_rate:
-            raise ValueError(
-                f"{self.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, not {self.sampling_rate} Hz"
-            )
-        codes: list[np.ndarray | None] = [None] * len(audios)
-        present = [row for row, audio in enumerate(audios) if audio is not None]
-        by_length = [present[i] for i in np.argsort([len(audios[row]) for row in present], kind="stable")]
-        for start in range(0, len(by_length), self.batch_size):
-            rows = by_length[start : start + self.batch_size]
-            for row, row_codes in zip(rows, encode_batch(codec, [audios[row] for row in rows])):
-                codes[row] = row_codes
+        planned_lengths = np.rint(np.asarray(durations, dtype=np.float64) * self.sampling_rate)
+        _, codes = encoder_pool(self.encoder_settings()).encode(
+            read, planned_lengths, self.budget_seconds, self.max_batch_turns
+        )
         return codes
 
+    def encoder_settings(self):
+        from .encoders import EncoderSettings, resolve_devices
+
+        devices = resolve_devices(self.devices)
+        return EncoderSettings(self.codec_model_id, devices, self.sampling_rate, self.allow_tf32)
+
     def fingerprint(self, turns: datasets.Dataset) -> str:
-        """The cache key: the turns, the rate, the preparation and the models' weights - not `device` or the
-        batch sizes, which do not change the result, so a run on another device or batch size reuses it."""
+        """The cache key: the turns, the rate, the preparation and the models' weights (and TF32, which changes
+        codes) - not the devices, the budget or the batch sizes, which move codes by float rounding at most: a run
+        on other devices reuses it."""
         identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION, self.preparation]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
             identity += [CODES_FORMAT_VERSION, codec_identity(self.codec_model_id)]
+            if self.allow_tf32:
+                identity.append("tf32")
         if self.asr_model_id is not None:
             from .core.codec import codec_identity  # a model's identity: Hub id, or a folder's files
 
             identity += ["asr", codec_identity(self.asr_model_id)]
         return Hasher.hash(identity)
+
+
+def turn_columns(turns: list[PreparedTurn]) -> dict[str, list | np.ndarray]:
+    """The per-turn step's columns of each turn but the codes and the ASR's: its prepared audio, fault, measures."""
+    return {
+        "num_samples": np.array([turn.decision[1] for turn in turns], dtype=np.int32),
+        "audio_offset": np.array([turn.decision[0] for turn in turns], dtype=np.int32),
+        "gain": np.array([turn.decision[2] for turn in turns], dtype=np.float32),
+        "problem_kind": [None if turn.fault is None else turn.fault.kind for turn in turns],
+        "problem": [None if turn.fault is None else turn.fault.message for turn in turns],
+        **measure_columns([turn.measures for turn in turns]),
+    }
 
 
 def measure_columns(measures: list[TurnMeasures | None]) -> dict[str, list]:
@@ -239,14 +274,14 @@ def measure_columns(measures: list[TurnMeasures | None]) -> dict[str, list]:
 
 
 def map_turn_audio(turns: datasets.Dataset, transform: TurnAudio, desc: str) -> datasets.Dataset:
-    if transform.batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {transform.batch_size})")
+    if transform.max_batch_turns is not None and transform.max_batch_turns < 1:
+        raise ValueError(f"max_batch_turns must be at least 1 (got {transform.max_batch_turns})")
     turns = turns.cast_column("audio", datasets.Audio(decode=False))
     encoding = transform.codec_model_id is not None
     return turns.map(
         transform,
         batched=True,
-        batch_size=transform.batch_size * SORT_WINDOW if encoding else MEASURE_BATCH_SIZE,
+        batch_size=ENCODE_WINDOW if encoding else MEASURE_BATCH_SIZE,
         features=turn_audio_features(turns.features, with_codes=encoding),
         new_fingerprint=transform.fingerprint(turns),
         desc=desc,
@@ -263,13 +298,19 @@ def measure_turns(
 def encode_turns(
     turns: datasets.Dataset,
     codec_model_id: str = DEFAULT_CODEC_MODEL_ID,
-    device: str = "auto",
-    batch_size: int = DEFAULT_ENCODE_BATCH_SIZE,
+    devices: str = "auto",
+    budget_seconds: float | None = None,
     sampling_rate: int = DEFAULT_SAMPLING_RATE,
+    allow_tf32: bool = False,
     desc: str = "Encoding turns",
 ) -> datasets.Dataset:
-    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once."""
-    return map_turn_audio(turns, TurnAudio(sampling_rate, codec_model_id, device, batch_size), desc)
+    """The builder's turn rows with `num_samples` and each turn's Mimi codes, every turn encoded once.
+
+    `devices`: `auto` (every visible GPU, else the CPU), `cpu`, `cuda`, `cuda:N` or a comma list (one encoder
+    process per entry); `budget_seconds`: padded audio per codec call (default by device type).
+    """
+    transform = TurnAudio(sampling_rate, codec_model_id, devices, budget_seconds, allow_tf32=allow_tf32)
+    return map_turn_audio(turns, transform, desc)
 
 
 # --- conversations ---------------------------------------------------------------------------------

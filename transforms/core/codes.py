@@ -1,8 +1,8 @@
 """Codes-format samples of one conversation: the processor format's tokens, Mimi codes instead of audio.
 
-A codes-format sample has the processor format's metadata, `input_ids` and `attention_mask`, and instead
-of audio and labels the codes of each of its audio segments (context turns first, the target turn last),
-`(frames, num_codebooks)` int16 each. `transforms.training.codes_training` turns such rows into model inputs.
+A codes-format sample has the processor format's metadata, `input_ids` and `attention_mask` (`(tokens,)`
+int64, as the processor returns them), and instead of audio and labels the codes of each of its audio
+segments (context turns first, the target turn last), `(frames, num_codebooks)` int16 each. `transforms.training.codes_training` turns such rows into model inputs.
 """
 
 from __future__ import annotations

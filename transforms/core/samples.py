@@ -5,6 +5,11 @@ one after the other. That is what the processor makes of the whole window: the c
 messages independently, each starts with a special token (tokens do not merge across messages), and its
 feature extractor passes mono 24 kHz audio through unchanged. The tests compare samples with the
 processor's encoding of the whole window.
+
+A sample is what the processor returns for its window with only the batch dimension removed: `input_ids`,
+`attention_mask`, `labels` `(tokens,)` int64, `input_values` `(1, samples)` float32 (given here as its
+segments, joined into one channel by the table builder), `input_values_cutoffs` `(segments,)` int64. So a
+row with a batch dimension added (a `Trainer` without collator at batch size 1) is the processor's output.
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ def processor_samples(
         yield {
             **window_metadata(conversation, window, sum(len(segment) for segment in segments), sampling_rate),
             **sample,
-            "input_values": segments,  # joined once, straight into the Arrow buffer, by the table builder
-            "input_values_cutoffs": np.cumsum([len(segment) for segment in segments]),
+            "input_values": segments,  # joined once into one channel, straight into the Arrow buffer
+            "input_values_cutoffs": np.cumsum([len(segment) for segment in segments], dtype=np.int64),
         }
 
 

@@ -28,8 +28,9 @@ from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from csm_synthetic.splits import split_rank
-from transforms.core.csm import DEFAULT_MODEL_ID
+from csm_synthetic.audio import DEFAULT_SAMPLING_RATE
+from csm_synthetic.splits import SPLITS, split_rank
+from transforms.pipeline.info import MIMI_FRAME_RATE, format_description, published_arguments
 from transforms.pipeline.options import CODES_FORMAT, PROCESSOR_FORMAT  # prepare's --format values
 
 from .figures import histogram, histogram_png
@@ -40,7 +41,6 @@ CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checke
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"
 TEMPLATES = Path(__file__).parent / "templates"  # the prose of the cards (Jinja)
 _LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")  # what the Hub accepts in the `language` metadata field
-MIMI_FRAME_RATE = 12.5  # codes format: frames a second (Mimi: 1920 samples a frame at 24 kHz)
 
 
 # --- the YAML header -----------------------------------------------------------------------------
@@ -225,6 +225,16 @@ def split_rows(groups: dict[tuple[str, str], GroupCounts]) -> list[tuple]:
     return [(name, split, c.conversations, c.rows, c.speakers, f"{c.hours:.3f}") for (name, split), c in groups.items()]
 
 
+def left_out_splits(layouts: Sequence[ConfigLayout]) -> list[tuple[str, str]]:
+    """(config, split) of each standard split a config lacks: no conversation fell into it."""
+    return [
+        (layout.name, split)
+        for layout in layouts
+        for split in SPLITS
+        if split not in {files.split for files in layout.splits}
+    ]
+
+
 def counts_by_kind(items: Sequence[dict], key: str) -> list[tuple[str, int]]:
     return sorted(Counter(item[key] for item in items).items())
 
@@ -283,6 +293,7 @@ class RawCorpusDescription:
             dropped_conversations=self.dropped_conversations,
             problem_kinds=counts_by_kind(self.problems, "kind"),
             skipped_languages=self.skipped_languages,
+            left_out_splits=left_out_splits(layouts),
             repo=repo_id or REPO_PLACEHOLDER,
             example_config=example.name,
             example_split=example.splits[0].split,
@@ -290,15 +301,13 @@ class RawCorpusDescription:
         )
 # --- the prepared samples card -------------------------------------------------------------------
 
-PUBLISHED_ARGUMENTS_LEFT_OUT = ("input_dir", "output_dir", "cache_dir", "num_proc")  # local paths and machine
-
-
 @dataclass(frozen=True)
 class PreparedDescription:
     """What the card of prepared samples says beyond the rows: the prepare run's report."""
 
     report: dict  # prepare_report.json
     sample_format: SampleFormat  # processor or codes
+    model_id: str  # the model the training snippet loads (a Hub id with weights)
 
     def render(
         self, layouts: Sequence[ConfigLayout], configs: dict[str, dict[str, datasets.Dataset]], repo_id: str | None
@@ -330,14 +339,14 @@ class PreparedDescription:
         }
         report = self.report
         counts = report.get("counts", {})
-        arguments = {k: v for k, v in report.get("arguments", {}).items() if k not in PUBLISHED_ARGUMENTS_LEFT_OUT}
+        arguments = published_arguments(report.get("arguments", {}))
         languages = sorted({language for language, _ in groups})
         return render_card(
             "prepared.md",
             card_data(layouts, languages, "CSM synthetic conversations (training samples)"),
             figures,
             sample_format=self.sample_format.name,
-            frame_rate=MIMI_FRAME_RATE,
+            description=format_description(self.sample_format.name, arguments.get("target_sampling_rate", DEFAULT_SAMPLING_RATE)),
             languages=languages,
             num_samples=len(tokens),
             conversations=sum(c.conversations for c in groups.values()),
@@ -358,6 +367,7 @@ class PreparedDescription:
             problem_kinds=counts_by_kind(report.get("problems", []), "kind"),
             quality_counts=quality_counts(report),
             repo=repo_id or REPO_PLACEHOLDER,
+            empty_splits=counts.get("empty_splits", {}),
             example_split="train" if any(split == "train" for _, split in groups) else next(iter(groups))[1],
-            model_id=arguments.get("model_id", DEFAULT_MODEL_ID),
+            model_id=self.model_id,
         )

@@ -24,6 +24,7 @@ from csm_synthetic.environment import package_versions
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import split_rank
+from transforms.core.csm import DEFAULT_MODEL_ID
 from transforms.pipeline.options import REPORT_NAME  # the prepare step owns the name of its report
 
 from .card import DATA_DIR, SAMPLE_FORMATS, PreparedDescription, RawCorpusDescription, SampleFormat
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 PREPARED_CONFIG = "default"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # config names double as folder names
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,18 @@ def language_builder(input_dir, language: str, cache_dir: str | None, settings: 
         raise InputError(str(error)) from error
 
 
-def prepared_content(prepared_dir: str | os.PathLike) -> RepositoryContent:
-    """The output of `prepare_dataset_for_training.py`: one default config, its report on the card."""
+def training_model_id(prepared_with: str | None) -> str:
+    """The model a prepared card's training snippet loads when no --model_id is given: the one whose processor
+    prepared the samples when that is a Hub id, else the CSM checkpoint default (a local folder - e.g. an
+    offline processor without weights - is nothing the card's readers can load)."""
+    if prepared_with and not Path(prepared_with).exists() and _HUB_ID.match(prepared_with):
+        return prepared_with
+    return DEFAULT_MODEL_ID
+
+
+def prepared_content(prepared_dir: str | os.PathLike, model_id: str | None = None) -> RepositoryContent:
+    """The output of `prepare_dataset_for_training.py`: one default config, its report on the card, whose
+    training snippet loads `model_id` (default: `training_model_id` of the run's)."""
     folder = Path(prepared_dir)
     if not folder.is_dir():
         raise InputError(f"--prepared_dir {str(folder)!r} does not exist or is not a folder")
@@ -140,7 +152,8 @@ def prepared_content(prepared_dir: str | os.PathLike) -> RepositoryContent:
         raise InputError(f"--prepared_dir {str(folder)!r} holds no samples")
     config = ConfigContent(PREPARED_CONFIG, ordered_splits(splits), default=True)
     found = sample_format(next(iter(splits.values())).features, folder)
-    return RepositoryContent((config,), PreparedDescription(report, found))
+    model_id = model_id or training_model_id(report.get("arguments", {}).get("model_id"))
+    return RepositoryContent((config,), PreparedDescription(report, found, model_id))
 
 
 def sample_format(features: datasets.Features, folder: Path) -> SampleFormat:

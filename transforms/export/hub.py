@@ -292,6 +292,7 @@ class PublishOptions:
     overwrite: bool = False
     cache_dir: str | None = None
     staging_dir: str | None = None  # parent of the temporary folder an upload is staged in
+    model_id: str | None = None  # prepared_dir: the model of the card's training snippet (default: the run's Hub id)
     settings: CorpusSettings = field(default_factory=CorpusSettings)  # how the raw corpus is read (input_dir)
 
 
@@ -310,6 +311,8 @@ def check_options(options: PublishOptions) -> None:
         raise InputError("give --repo_id (upload) or --to_dir (write the repository locally)")
     if options.staged_dir and options.to_dir:
         raise InputError("--staged_dir is already a repository folder: it takes --repo_id, not --to_dir")
+    if options.model_id and not options.prepared_dir:
+        raise InputError("--model_id names the model of the prepared samples' training snippet: only with --prepared_dir")
     if options.repo_id:
         check_repo_id(options.repo_id)
     parse_shard_size(options.max_shard_size)
@@ -319,7 +322,7 @@ def check_options(options: PublishOptions) -> None:
 
 def load_content(options: PublishOptions) -> RepositoryContent:
     if options.prepared_dir:
-        return prepared_content(options.prepared_dir)
+        return prepared_content(options.prepared_dir, options.model_id)
     return raw_corpus_content(options.input_dir, cache_dir=options.cache_dir, settings=options.settings)
 
 

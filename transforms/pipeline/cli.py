@@ -9,6 +9,7 @@ from dataclasses import fields
 from csm_synthetic.cli import add_corpus_arguments, add_input_arguments, corpus_settings
 
 from ..core.quality import CHECKS, HELP as QUALITY_HELP, QualityChecks
+from ..encoders import DEFAULT_BUDGET_SECONDS
 from .options import FORMATS, PrepareOptions
 
 
@@ -85,10 +86,34 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     codes.add_argument("--codec_model_id", default=default("codec_model_id"), help="MimiModel Hub id or folder")
     codes.add_argument(
-        "--device", default=default("device"), help="where the codec runs: auto (GPU when present), cpu, cuda"
+        "--devices",
+        default=None,
+        help="where the codec runs, one encoder process per device: auto = every visible GPU, else cpu; or a comma "
+        "list of cpu, cuda (every visible GPU), cuda:N, all of one type; cpu,cpu runs two CPU processes "
+        "(default: auto)",
     )
     codes.add_argument(
-        "--encode_batch_size", type=int, default=None, help="turns per codec call (default: 16 on GPU, 1 on CPU)"
+        "--device",
+        default=None,
+        help="the one-device form of --devices: auto (the first GPU, else cpu), cpu, cuda, cuda:N",
+    )
+    budgets = ", ".join(f"{seconds:g} on {kind}" for kind, seconds in DEFAULT_BUDGET_SECONDS.items())
+    codes.add_argument(
+        "--encode_budget_seconds",
+        type=float,
+        default=None,
+        help="padded audio per codec call: turns sorted by length fill each call up to it; device memory grows with "
+        f"it, and a GPU that runs out halves it and retries, with a warning (default: {budgets})",
+    )
+    codes.add_argument(
+        "--encode_batch_size", type=int, default=None, help="at most this many turns per codec call (default: no limit)"
+    )
+    codes.add_argument(
+        "--allow_tf32",
+        action="store_true",
+        help="let GPUs encode with TF32 matmuls and convolutions (Ampere and later; 10 mantissa bits instead of 23): "
+        "about 1.5x faster on an H100, but more frames whose nearest codes nearly tie get another code; "
+        "off: full float32",
     )
     add_quality_arguments(parser)
 

@@ -13,12 +13,19 @@ from ..core.asr import DEFAULT_ASR_BATCH_SIZE
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from ..core.quality import QualityChecks
 from ..core.windows import DEFAULT_MAX_TOKENS
+from ..encoders import AUTO, parse_devices
 
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match, and the mark of our output
 PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
 FORMATS = (PROCESSOR_FORMAT, CODES_FORMAT)
-HOW_NOT_WHAT = ("output_dir", "num_proc", "cache_dir", "device", "encode_batch_size", "asr_batch_size")  # may differ on --resume
+# May differ on --resume: how the work runs, not what the rows mean. Codes move by float rounding with the budget,
+# a little more between device types (GPU against CPU: 0.4% of codebook-0 frames); TF32 changes more, so it is part
+# of the encoding cache key: a resume with another value recomputes the encodings, never mixes them.
+HOW_NOT_WHAT = (
+    "output_dir", "num_proc", "cache_dir",
+    "devices", "device", "encode_budget_seconds", "encode_batch_size", "allow_tf32", "asr_batch_size",
+)
 
 
 @dataclass(frozen=True)
@@ -37,8 +44,11 @@ class PrepareOptions:
     corpus: CorpusSettings = field(default_factory=CorpusSettings)
     num_proc: int | None = None
     cache_dir: str | None = None
-    device: str = "auto"  # codes format: where the codec runs
-    encode_batch_size: int | None = None  # codes format: turns per codec call (None: 16 on GPU, 1 on CPU)
+    devices: str | None = None  # codes format: one encoder process per device (None: auto, every visible GPU else cpu)
+    device: str | None = None  # codes format: the one-device form of `devices` (its first device)
+    encode_budget_seconds: float | None = None  # codes format: padded audio per codec call (None: by device type)
+    encode_batch_size: int | None = None  # codes format: at most this many turns per codec call (None: no limit)
+    allow_tf32: bool = False  # codes format: TF32 on GPUs
     input_manifest: str | None = None  # a JSONL/CSV manifest of turns
     input_dataset: str | None = None  # a `datasets` dataset of turns: Hub id or folder
     input_config: str | None = None  # its config
@@ -67,6 +77,14 @@ class PrepareOptions:
             )
         if self.encode_batch_size is not None and self.encode_batch_size < 1:
             raise InputError(f"--encode_batch_size must be at least 1 (got {self.encode_batch_size})")
+        if self.encode_budget_seconds is not None and not self.encode_budget_seconds > 0:
+            raise InputError(f"--encode_budget_seconds must be positive (got {self.encode_budget_seconds})")
+        if self.device is not None and self.devices is not None:
+            raise InputError("--device and --devices exclude each other: --device is the one-device form of --devices")
+        if self.device is not None and len(parse_devices(self.device, "--device")) > 1:
+            raise InputError(f"--device takes one device (got {self.device!r}): use --devices for several")
+        if self.devices is not None:
+            parse_devices(self.devices)
         if not self.output_dir:
             raise InputError("--output_dir is required")
         if self.asr_batch_size < 1:
@@ -85,6 +103,12 @@ class PrepareOptions:
         return input_source(
             self.input_dir, self.input_manifest, self.input_dataset, self.input_config, self.columns, self.cache_dir
         )
+
+    def encoding_devices(self) -> tuple[str, bool]:
+        """The devices value to resolve, and whether only its first device is used (`--device`, the one-device form)."""
+        if self.device is not None:
+            return self.device, True
+        return self.devices or AUTO, False
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""

@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from csm_synthetic.errors import InputError
 from ..core.audio_prep import AudioPreparation
 from ..core.csm import load_processor
 from ..core.quality import CorpusQuality, QualityChecks, corpus_quality
+from ..encoders import EncoderPool, EncoderSettings, close_encoder_pool, resolve_devices, start_encoder_pool
 from ..maps import (
     CodesSamples,
     ContextualSamples,
@@ -40,6 +42,7 @@ from ..maps import (
     plan_conversations,
     quiet_datasets_progress,
 )
+from .info import LOADED_FORMATS, samples_info
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .report import SplitResult, build_report
 from .writer import publish_dataset_dict
@@ -48,27 +51,42 @@ from .writer import publish_dataset_dict
 # --- the two formats -----------------------------------------------------------------------------
 
 
-def codec_batch_size(options: PrepareOptions) -> int:
-    from ..core.codec import resolve_device
+def encoder_settings(options: PrepareOptions) -> EncoderSettings:
+    """Codes format: the codec and the devices it runs on; a device that is not there is refused here."""
+    spec, single = options.encoding_devices()
+    devices = resolve_devices(spec, single)
+    return EncoderSettings(options.codec_model_id, devices, options.corpus.target_sampling_rate, options.allow_tf32)
 
-    if options.encode_batch_size is not None:
-        return options.encode_batch_size
-    return 16 if resolve_device(options.device) == "cuda" else 1  # batching does not pay on a CPU
+
+@contextmanager
+def running_encoders(options: PrepareOptions) -> Iterator[EncoderPool]:
+    """Codes format: one encoder per device, started first (their start-up overlaps the checks and the corpus
+    read), stopped at the end whatever happens."""
+    pool = start_encoder_pool(encoder_settings(options))
+    try:
+        yield pool
+    finally:
+        close_encoder_pool(pool)
+
+
+def codes_turn_audio(options: PrepareOptions) -> TurnAudio:
+    settings = encoder_settings(options)
+    return TurnAudio(
+        settings.sampling_rate,
+        settings.codec_model_id,
+        ",".join(settings.devices),
+        options.encode_budget_seconds,
+        options.encode_batch_size,
+        settings.allow_tf32,
+    )
 
 
 def check_codec(options: PrepareOptions, processor) -> None:
     """Codes format: the codec must load, take audio at the samples' rate and agree with the processor on
-    frames per audio length."""
-    from ..core.codec import check_codec, load_codec, resolve_device
+    frames per audio length (checked on the CPU: this process never initialises CUDA, the encoder processes do)."""
+    from ..core.codec import check_codec, load_codec
 
-    codec = load_codec(options.codec_model_id, resolve_device(options.device))
-    rate = options.corpus.target_sampling_rate
-    if codec.config.sampling_rate != rate:
-        raise InputError(
-            f"--codec_model_id {options.codec_model_id!r} encodes {codec.config.sampling_rate} Hz audio, but "
-            f"--target_sampling_rate is {rate} Hz (the processor's rate): use the codec of the CSM model"
-        )
-    check_codec(codec, processor, rate)
+    check_codec(load_codec(options.codec_model_id, "cpu"), processor, options.corpus.target_sampling_rate)
 
 
 @dataclass(frozen=True)
@@ -76,6 +94,7 @@ class Format:
     turn_audio: Callable[[PrepareOptions], TurnAudio]  # what each turn's audio gives: its length, or its codes too
     samples: Callable[[PrepareOptions], ContextualSamples | CodesSamples]
     check: Callable[[PrepareOptions, object], None] = lambda options, processor: None  # before any work
+    encoders: Callable[[PrepareOptions], AbstractContextManager] = lambda options: nullcontext()  # for the whole run
 
 
 FORMATS = {
@@ -91,7 +110,7 @@ FORMATS = {
         ),
     ),
     CODES_FORMAT: Format(
-        turn_audio=lambda o: TurnAudio(o.corpus.target_sampling_rate, o.codec_model_id, o.device, codec_batch_size(o)),
+        turn_audio=codes_turn_audio,
         samples=lambda o: CodesSamples(
             model_id=o.model_id,
             max_history=o.max_history,
@@ -99,6 +118,7 @@ FORMATS = {
             sampling_rate=o.corpus.target_sampling_rate,
         ),
         check=check_codec,
+        encoders=running_encoders,
     ),
 }
 
@@ -254,8 +274,15 @@ def prepare_split(
 
 def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the whole preparation; returns the report (also written to `output_dir/prepare_report.json`)."""
-    started = time.perf_counter()
     fmt = FORMATS[options.format]
+    with fmt.encoders(options) as encoders:
+        return prepare_with(options, fmt, encoders, resume, overwrite)
+
+
+def prepare_with(
+    options: PrepareOptions, fmt: Format, encoders: EncoderPool | None, resume: bool, overwrite: bool
+) -> dict:
+    started = time.perf_counter()
     processor = load_processor(options.model_id)
     check_arguments(options, processor)
     fmt.check(options, processor)
@@ -270,13 +297,18 @@ def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = Fal
     (output_dir / REPORT_NAME).unlink(missing_ok=True)  # the report marks a finished run
 
     builder.download_and_prepare()
+    if encoders is not None:
+        encoders.wait_ready()  # the encoder processes' start-up (loading the codec) is set-up too
     setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
     with quiet_datasets_progress():
         measured = {split: measure_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
         decisions = corpus_decisions(measured, options.quality)
         results = {split: prepare_split(shards, split, options, fmt, decisions) for split, shards in measured.items()}
-    publish_dataset_dict({split: result.samples for split, result in results.items()}, output_dir)
+    samples = {split: result.samples for split, result in results.items()}
+    publish_dataset_dict(samples, output_dir, samples_info(options, samples), LOADED_FORMATS[options.format])
 
     report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds, decisions)
+    if encoders is not None:
+        report["encoding"] = encoders.stats.to_dict(encoders.settings)
     (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
     return report

@@ -14,6 +14,8 @@ import numpy as np
 
 from csm_synthetic.corpus import Corpus
 from csm_synthetic.environment import package_versions
+from csm_synthetic.settings import CorpusSettings
+from csm_synthetic.splits import SPLITS
 
 from ..core.plan import windows_of
 from ..core.quality import DROPPED, FLAGGED, CorpusQuality
@@ -116,6 +118,30 @@ def quality_report(options: PrepareOptions, results: dict[str, SplitResult], cor
     }
 
 
+def split_shares(settings: CorpusSettings) -> dict[str, str]:
+    """Each split's share of conversations, as the flags set it."""
+    validation, test = settings.validation_fraction, settings.test_fraction
+    return {
+        "train": f"1 - validation_fraction - test_fraction = {1 - validation - test:g}",
+        "validation": f"validation_fraction {validation:g}",
+        "test": f"test_fraction {test:g}",
+    }
+
+
+def empty_splits(settings: CorpusSettings, conversations: int, results: dict[str, SplitResult]) -> dict[str, str]:
+    """The splits left out of the output because they have no sample, each with why."""
+    shares = split_shares(settings)
+    reasons = {}
+    for split in SPLITS:
+        if split not in results:
+            reasons[split] = f"no conversation's id hashed into it ({shares[split]}, {conversations} conversations)"
+        elif not len(results[split].samples):
+            reasons[split] = (
+                f"its {len(results[split].planned)} conversations gave no sample (every turn was skipped: see skipped)"
+            )
+    return reasons
+
+
 def build_report(
     options: PrepareOptions,
     corpus: Corpus,
@@ -151,6 +177,8 @@ def build_report(
                 split: {"conversations": len(result.planned), "samples": len(result.samples)}
                 for split, result in results.items()
             },
+            # left out of the output (load_from_disk has no such key): why each is empty
+            "empty_splits": empty_splits(options.corpus, len(corpus.conversations), results),
         },
         "audio": {
             "turn_seconds": distribution(turn_seconds, "seconds"),
@@ -176,6 +204,8 @@ def format_summary(report: dict) -> str:
     ]
     for split, numbers in counts["by_split"].items():
         lines.append(f"  {split:<10} {numbers['conversations']:>6} conversations {numbers['samples']:>8} samples")
+    for split, reason in counts.get("empty_splits", {}).items():
+        lines.append(f"  {split:<10} empty, not in the output: {reason}")
     tokens = report["tokens"]["sample_tokens"]
     if tokens.get("count"):
         lines.append(f"  tokens per sample: mean {tokens['mean_tokens']:.0f}, max {tokens['max_tokens']:.0f}")

@@ -211,9 +211,16 @@ def verify_split(dataset: datasets.Dataset, split: str, rules: Rules, result: Ve
 
 
 def processor_checks(batch, rules: Rules):
-    """One check per row; audio lengths come from Arrow offsets, the audio itself is never read."""
-    audio_lengths = batch.column("input_values").value_lengths().to_numpy()
-    return [lambda row, length=int(length): check_processor_row(row, length, rules) for length in audio_lengths]
+    """One check per row; audio shapes come from Arrow offsets, the audio itself is never read."""
+    audio = batch.column("input_values")  # (1, samples) a row
+    channels = audio.value_lengths().to_numpy()
+    samples = audio.flatten().offsets.to_numpy()[audio.offsets.to_numpy() - audio.offsets[0].as_py()]
+    return [
+        lambda row, length=int(length), count=int(count): (
+            check_processor_row(row, length, rules) if count == 1 else [f"input_values has {count} channels, not 1"]
+        )
+        for length, count in zip(np.diff(samples), channels)
+    ]
 
 
 def codes_checks(batch, rules: Rules):

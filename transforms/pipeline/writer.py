@@ -2,7 +2,11 @@
 
 A `.map` result already lives in Arrow files of exactly the format `save_to_disk` writes. Publishing
 hard-links those files into the output folder (a copy only when the cache is on another filesystem)
-and writes the `state.json` / `dataset_info.json` that `load_from_disk` reads.
+and writes the `state.json` / `dataset_info.json` that `load_from_disk` reads:
+
+- `state.json` sets the format `load_from_disk` gives the rows in (`format_type`, e.g. numpy).
+- `dataset_info.json` is the `info` given (e.g. `info.samples_info`: the samples, not the corpus' turns).
+- A split without rows is left out (`datasets` cannot read one back reliably); the report says why.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ def _write_json(path: Path, content: dict) -> None:
     os.replace(partial, path)
 
 
-def publish_split(dataset: datasets.Dataset, split_dir: Path) -> None:
+def publish_split(
+    dataset: datasets.Dataset, split_dir: Path, info: datasets.DatasetInfo | None = None, format_type: str | None = None
+) -> None:
     """Make `split_dir` a `save_to_disk` folder of `dataset`, whose rows must all be in its cache files."""
     files = [Path(cache["filename"]) for cache in dataset.cache_files]
     if dataset._indices is not None or not files:
@@ -62,16 +68,29 @@ def publish_split(dataset: datasets.Dataset, split_dir: Path) -> None:
         "_fingerprint": dataset._fingerprint,
         "_format_columns": None,
         "_format_kwargs": {},
-        "_format_type": None,
+        "_format_type": format_type,
         "_output_all_columns": False,
-        "_split": str(dataset.split) if dataset.split is not None else None,
+        "_split": split_dir.name,
     }
     _write_json(split_dir / datasets.config.DATASET_STATE_JSON_FILENAME, state)
-    _write_json(split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(dataset.info))
+    _write_json(split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(info or dataset.info))
 
 
-def publish_dataset_dict(splits: dict[str, datasets.Dataset], output_dir: Path) -> None:
-    """`output_dir` becomes loadable with `datasets.load_from_disk` as a `DatasetDict` of `splits`."""
+def splits_with_rows(splits: dict[str, datasets.Dataset]) -> dict[str, datasets.Dataset]:
+    """The splits an output holds: an empty one is left out (`datasets` cannot read it back reliably)."""
+    return {name: dataset for name, dataset in splits.items() if len(dataset)}
+
+
+def publish_dataset_dict(
+    splits: dict[str, datasets.Dataset],
+    output_dir: Path,
+    info: datasets.DatasetInfo | None = None,
+    format_type: str | None = None,
+) -> None:
+    """`output_dir` becomes loadable with `datasets.load_from_disk` as a `DatasetDict` of the splits of
+    `splits` that have rows, formatted as `format_type` (None: Python objects); `info` (default: each
+    split's own) goes to every split's `dataset_info.json`."""
+    splits = splits_with_rows(splits)
     for name, dataset in splits.items():
-        publish_split(dataset, output_dir / name)
+        publish_split(dataset, output_dir / name, info, format_type)
     _write_json(output_dir / datasets.config.DATASETDICT_JSON_FILENAME, {"splits": list(splits)})

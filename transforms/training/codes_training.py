@@ -20,6 +20,16 @@ the codes at `<|AUDIO|>`, the all-`codebook_eos_token_id` frame at `<|audio_eos|
 `backbone_model.embed_tokens`, exactly as `CsmForConditionalGeneration.forward` does after running the
 codec, so with `loss_on=ALL_AUDIO` the loss equals the processor path's. Only 3-D labels can leave
 context audio out of the loss (`loss_on=TARGET_AUDIO`): the 2-D path overwrites every audio label.
+
+A model that does not take `audio_codes` cannot train on these rows by mistake. The stock
+`CsmForConditionalGeneration` would swallow `audio_codes` in its `**kwargs` and embed every audio position
+as the `<|AUDIO|>` text token - a finite loss, silently wrong. So:
+
+- the batch's `input_ids` are a `CodesInputIds` tensor, which refuses to be embedded (any model that embeds
+  them raises `CodesBatchError` saying what to use); only `CsmForCodesTraining` and `codes_model_inputs`,
+  which embed the codes, take the plain ids back;
+- the `Trainer` (`remove_unused_columns=True`) removes `audio_codes` before the collator when its model's
+  forward does not name it; the collator then raises `CodesBatchError` instead of batching rows without codes.
 """
 
 from __future__ import annotations
@@ -36,6 +46,46 @@ ALL_AUDIO = "all_audio"  # every audio frame and <|audio_eos|> of the sample, co
 TARGET_AUDIO = "target_audio"  # only the target turn's frames and its <|audio_eos|>
 LOSS_ON = (ALL_AUDIO, TARGET_AUDIO)
 PADDING_SIDES = ("left", "right")
+USE_INSTEAD = (
+    "Train a CsmForCodesTraining (transforms.training.codes_training: CsmForConditionalGeneration plus an "
+    "audio_codes input, same checkpoints), or call any CsmForConditionalGeneration with "
+    "model(**codes_model_inputs(model, batch))."
+)
+
+
+class CodesBatchError(TypeError):
+    """Codes-format data reached a model that does not take `audio_codes`."""
+
+
+class CodesInputIds(torch.Tensor):
+    """`input_ids` of a `CodesCollator` batch: they refuse to be embedded by a model that ignores `audio_codes`.
+
+    Every other operation (`.to(device)`, pinning, pickling through DataLoader workers, comparisons,
+    indexing) works as on a plain tensor and keeps this type. `plain_input_ids` gives the plain tensor back.
+    """
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in _EMBEDDINGS:
+            raise CodesBatchError(
+                "these input_ids come from a CodesCollator batch, whose audio positions are described by "
+                "audio_codes; this model embeds input_ids without them, so it would train on every audio "
+                f"position embedded as the <|AUDIO|> text token. {USE_INSTEAD}"
+            )
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+_EMBEDDINGS = {
+    torch.nn.functional.embedding,
+    torch.embedding,
+    torch.nn.functional.embedding_bag,
+    torch.embedding_bag,
+}
+
+
+def plain_input_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """The ids as a plain tensor (a view, no copy), for a model that embeds the codes too."""
+    return input_ids.as_subclass(torch.Tensor) if isinstance(input_ids, CodesInputIds) else input_ids
 
 
 @dataclass(frozen=True)
@@ -87,6 +137,13 @@ class CodesCollator:
         )
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if any("audio_codes" not in row for row in rows):
+            raise CodesBatchError(
+                f"rows without audio_codes (columns: {sorted(rows[0])}). The transformers Trainer removes the "
+                "columns its model's forward does not name (remove_unused_columns=True): this model does not "
+                "take audio_codes, and would train on every audio position embedded as the <|AUDIO|> text "
+                f"token. {USE_INSTEAD}"
+            )
         parts = [self.row_tensors(row) for row in rows]
         length = max(len(part.input_ids) for part in parts)
         batch = {
@@ -100,6 +157,7 @@ class CodesCollator:
             )
         }
         self.drop_depth_decoder_labels(batch["labels"], batch.pop("depth_candidates"))
+        batch["input_ids"] = batch["input_ids"].as_subclass(CodesInputIds)
         return batch
 
     def row_tensors(self, row: dict) -> RowTensors:
@@ -169,6 +227,7 @@ def codes_inputs_embeds(
     frame (`audio_codes`) with `backbone_model.embed_tokens`, which adds the codebook offsets.
     """
     config = model.config
+    input_ids = plain_input_ids(input_ids)
     inputs_embeds = model.embed_text_tokens(input_ids)
     is_frame = (input_ids == config.audio_token_id) | (input_ids == config.audio_eos_token_id)
     frame_embeds = model.backbone_model.embed_tokens(audio_codes[is_frame][None])[0]
