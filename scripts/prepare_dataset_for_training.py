@@ -25,6 +25,7 @@ gives the command that continues: the same one with --resume (what is finished i
 
 def prepare(arguments: argparse.Namespace) -> None:
     options = options_from_arguments(arguments)  # argument errors answer before the heavy imports
+    options.start_encoders()  # codes format: their start-up overlaps the imports below
     from transforms.pipeline.prepare import prepare  # transformers, datasets: after the arguments are checked
     from transforms.pipeline.report import format_summary
 

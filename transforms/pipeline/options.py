@@ -13,7 +13,7 @@ from ..core.asr import DEFAULT_ASR_BATCH_SIZE
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
 from ..core.quality import QualityChecks
 from ..core.windows import DEFAULT_MAX_TOKENS
-from ..encoders import AUTO, parse_devices
+from ..encoders import AUTO, EncoderSettings, parse_devices, resolve_devices, start_encoder_pool
 
 REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match, and the mark of our output
@@ -109,6 +109,18 @@ class PrepareOptions:
         if self.device is not None:
             return self.device, True
         return self.devices or AUTO, False
+
+    def encoder_settings(self) -> EncoderSettings:
+        """Codes format: the codec and the devices it runs on; a device that is not there is refused here."""
+        spec, single = self.encoding_devices()
+        devices = resolve_devices(spec, single)
+        return EncoderSettings(self.codec_model_id, devices, self.corpus.target_sampling_rate, self.allow_tf32)
+
+    def start_encoders(self) -> None:
+        """Codes format: start the encoder processes now, before this process imports datasets and transformers,
+        so that their own start-up (torch, the codec, CUDA) overlaps it; `prepare` takes the started pool."""
+        if self.format == CODES_FORMAT:
+            start_encoder_pool(self.encoder_settings())
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""

@@ -38,7 +38,7 @@ from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, repl
 from ..core.audio_prep import AudioPreparation
 from ..core.csm import load_processor
 from ..core.quality import CorpusQuality, QualityChecks, corpus_quality
-from ..encoders import EncoderPool, EncoderSettings, close_encoder_pool, resolve_devices, start_encoder_pool
+from ..encoders import EncoderPool, close_encoder_pool, start_encoder_pool
 from ..maps import (
     CodesSamples,
     ContextualSamples,
@@ -60,18 +60,11 @@ from .writer import publish_dataset_dict, remove_partials, write_json
 # --- the two formats -----------------------------------------------------------------------------
 
 
-def encoder_settings(options: PrepareOptions) -> EncoderSettings:
-    """Codes format: the codec and the devices it runs on; a device that is not there is refused here."""
-    spec, single = options.encoding_devices()
-    devices = resolve_devices(spec, single)
-    return EncoderSettings(options.codec_model_id, devices, options.corpus.target_sampling_rate, options.allow_tf32)
-
-
 @contextmanager
 def running_encoders(options: PrepareOptions) -> Iterator[EncoderPool]:
     """Codes format: one encoder per device, started first (their start-up overlaps the checks and the corpus
-    read), stopped at the end whatever happens."""
-    pool = start_encoder_pool(encoder_settings(options))
+    read; the script starts them before its heavy imports), stopped at the end whatever happens."""
+    pool = start_encoder_pool(options.encoder_settings())
     try:
         yield pool
     finally:
@@ -79,7 +72,7 @@ def running_encoders(options: PrepareOptions) -> Iterator[EncoderPool]:
 
 
 def codes_turn_audio(options: PrepareOptions) -> TurnAudio:
-    settings = encoder_settings(options)
+    settings = options.encoder_settings()
     return TurnAudio(
         settings.sampling_rate,
         settings.codec_model_id,
