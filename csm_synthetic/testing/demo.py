@@ -315,7 +315,7 @@ class _CorpusWriter:
         topic = str(self.rng.choice(lexicon.topics))
         pitch_by_speaker = {1: self.rng.uniform(95, 140), 2: self.rng.uniform(170, 240)}
         speakers = _draw_speaker_sequence(self.rng, n_turns)
-        return [
+        turns = [
             _Turn(
                 speaker=speaker,
                 text=_draw_text(self.rng, lexicon, i, topic),
@@ -327,6 +327,7 @@ class _CorpusWriter:
             )
             for i, speaker in enumerate(speakers)
         ]
+        return [replace(turn, text=_text_lasting(turn.text, turn.audio, lexicon)) for turn in turns]
 
     def _new_conversation_id(self, language: str, categories: Sequence[str]) -> PurePosixPath:
         return PurePosixPath(language, *categories, str(uuid.UUID(bytes=self.rng.bytes(16), version=4)))
@@ -703,6 +704,23 @@ def _draw_text(rng: np.random.Generator, lexicon: _Lexicon, turn_index: int, top
     sentences = [_pick(rng, lexicon.reactions)] if rng.random() < 0.35 else []
     sentences += [_draw_sentence(rng, lexicon) for _ in range(int(rng.integers(1, 3)))]
     return " ".join(sentences)
+
+
+def _text_lasting(text: str, audio: _AudioSpec, lexicon: _Lexicon) -> str:
+    """`text` cut or continued to what a speaker says in `audio.seconds` (11-14 letters a second, as TTS
+    speech goes), so that the speaking-rate check sees a healthy corpus. Drawn from the audio's own seed:
+    the corpus' other draws (ids, durations, faults) stay as they were."""
+    rng = np.random.default_rng([audio.seed, 1])
+    target = audio.seconds * rng.uniform(11.0, 14.0)
+    source, words, letters = text.split(), [], 0
+    while not words or letters < target:
+        if not source:
+            source = _draw_sentence(rng, lexicon).split()
+        word = source.pop(0)
+        words.append(word)
+        letters += sum(character.isalpha() for character in word)
+    fitted = " ".join(words)
+    return fitted if fitted[-1] in ".!?" else fitted.rstrip(",") + "."
 
 
 def _draw_sentence(rng: np.random.Generator, lexicon: _Lexicon) -> str:
