@@ -206,7 +206,10 @@ def encoder_figures(codec_dir: str, turns: datasets.Dataset, devices: tuple[str,
 # --- command: the whole prepare run --------------------------------------------------------------
 
 
-def command_figures(corpus: Path, processor_dir: str, codec_dir: str, work: Path, arguments) -> dict:
+def command_figures(
+    corpus: Path, audio_seconds: float, processor_dir: str, codec_dir: str, work: Path, arguments
+) -> dict:
+    """The whole command on the corpus of `audio_seconds` (all of it read and encoded, whatever the checks keep)."""
     output, cache = work / "prepared_codes", work / "cache_codes"
     shutil.rmtree(output, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
@@ -218,11 +221,11 @@ def command_figures(corpus: Path, processor_dir: str, codec_dir: str, work: Path
     command += ["--allow_tf32"] if arguments.allow_tf32 else []
     measured = run_measured(command)
     report = json.loads((output / "prepare_report.json").read_text(encoding="utf-8"))
-    audio_seconds = report["audio"]["hours"] * 3600
     wall = measured["wall_seconds"]
     work_seconds = report["elapsed_seconds"] - report["setup_seconds"]
     return {
-        "audio_hours": report["audio"]["hours"],
+        "audio_hours": rounded(audio_seconds / 3600, 4),
+        "kept_audio_hours": report["audio"]["hours"],  # after the quality checks
         "samples": report["counts"]["samples"],
         "wall_seconds": rounded(wall, 1),
         "startup_seconds": rounded(wall - work_seconds, 1),  # interpreter, imports, models, corpus read, encoders
@@ -358,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
     }
     if "command" in arguments.parts:  # first: a fresh process, before this one loads codecs onto devices
-        report["command"] = command_figures(work / "corpus", processor_dir, codec_dir, work, arguments)
+        corpus_seconds = float(np.sum(turns["duration"]))
+        report["command"] = command_figures(work / "corpus", corpus_seconds, processor_dir, codec_dir, work, arguments)
     if "encoder" in arguments.parts:
         report["encoder"] = encoder_figures(codec_dir, turns, devices, arguments)
     if {"disk", "training"} & set(arguments.parts):
