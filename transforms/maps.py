@@ -100,6 +100,14 @@ def read_turn_audio(audio: dict, sampling_rate: int) -> tuple[np.ndarray | None,
     return samples, check_turn_audio(samples, sampling_rate, audio_name(audio))
 
 
+def fault_columns(faults: Sequence[TurnFault | None]) -> dict[str, list]:
+    """The `problem_kind` / `problem` columns of turns with these faults (null where the audio is fine)."""
+    return {
+        "problem_kind": [None if fault is None else fault.kind for fault in faults],
+        "problem": [None if fault is None else fault.message for fault in faults],
+    }
+
+
 def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
     """The samples of a turn that `TurnAudio` found fine (a fault now means its file changed since)."""
     samples, fault = read_turn_audio(audio, sampling_rate)
@@ -141,9 +149,7 @@ class TurnAudio:
         else:
             num_samples, codes = self.encode(read, batch["duration"])
             columns = {"num_samples": num_samples.astype(np.int32), "audio_codes": codes}
-        columns["problem_kind"] = [None if fault is None else fault.kind for fault in faults]
-        columns["problem"] = [None if fault is None else fault.message for fault in faults]
-        return columns
+        return {**columns, **fault_columns(faults)}
 
     def encode(self, read, durations: list[float]) -> tuple[np.ndarray, list[np.ndarray | None]]:
         """Each turn's length and codes (None where `read` gives no audio). The codec calls are planned from the

@@ -200,6 +200,29 @@ def make_builder(options: PrepareOptions) -> CsmSynthetic:
     )
 
 
+def checked_builder(options: PrepareOptions, fmt: Format) -> CsmSynthetic:
+    """Every check before any work (arguments against the processor and codec, a corpus with a usable
+    conversation), and the corpus' builder (scripts and audio headers read, no audio)."""
+    processor = load_processor(options.model_id)
+    check_arguments(options, processor)
+    fmt.check(options, processor)
+    builder = make_builder(options)
+    corpus = builder.corpus
+    if not corpus.conversations:
+        found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
+        raise InputError(f"no usable conversation found under {options.input_dir!r}{found}")
+    return builder
+
+
+def start_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path:
+    """The output folder claimed, with the arguments a resume must match, and no report (the mark of a finished run)."""
+    claim_output(options, resume, overwrite)
+    output_dir = Path(options.output_dir)
+    (output_dir / ARGUMENTS_NAME).write_text(json.dumps(options.output_defining(), indent=2), encoding="utf-8")
+    (output_dir / REPORT_NAME).unlink(missing_ok=True)
+    return output_dir
+
+
 # --- the work ------------------------------------------------------------------------------------
 
 
@@ -244,19 +267,9 @@ def prepare_with(
     options: PrepareOptions, fmt: Format, encoders: EncoderPool | None, resume: bool, overwrite: bool
 ) -> dict:
     started = time.perf_counter()
-    processor = load_processor(options.model_id)
-    check_arguments(options, processor)
-    fmt.check(options, processor)
-    builder = make_builder(options)
+    builder = checked_builder(options, fmt)
     corpus = builder.corpus
-    if not corpus.conversations:
-        found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
-        raise InputError(f"no usable conversation found under {options.input_dir!r}{found}")
-    claim_output(options, resume, overwrite)
-    output_dir = Path(options.output_dir)
-    (output_dir / ARGUMENTS_NAME).write_text(json.dumps(options.output_defining(), indent=2), encoding="utf-8")
-    (output_dir / REPORT_NAME).unlink(missing_ok=True)  # the report marks a finished run
-
+    output_dir = start_output(options, resume, overwrite)
     builder.download_and_prepare()
     if encoders is not None:
         encoders.wait_ready()  # the encoder processes' start-up (loading the codec) is set-up too
