@@ -14,11 +14,15 @@ import sys
 
 from csm_synthetic.cli import HelpFormatter, run
 from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments
+from transforms.pipeline.options import RAY_ENGINE
 
 
 def prepare(arguments: argparse.Namespace) -> None:
     options = options_from_arguments(arguments)  # argument errors answer before the heavy imports
-    from transforms.pipeline.prepare import prepare  # transformers, datasets: after the arguments are checked
+    if options.engine == RAY_ENGINE:  # transformers, datasets (and ray): after the arguments are checked
+        from transforms.pipeline.ray_engine import prepare_on_ray as prepare
+    else:
+        from transforms.pipeline.prepare import prepare
     from transforms.pipeline.report import format_summary
 
     print(format_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite)))

@@ -1,0 +1,347 @@
+"""`--engine ray`: the local engine's steps as Ray Data stages on a cluster, Parquet output in push_to_hub's layout.
+
+    report = prepare_on_ray(PrepareOptions(..., engine="ray", ray_address="auto"))
+
+The driver (this process) does what is cheap and global, exactly as the local engine: the argument checks,
+the corpus index (scripts and audio headers, `checked_builder`), the splits, the reader's faults and the
+shard plan (`batch_size` conversations per shard, in corpus order). Ray does the audio and the tokens, one
+row per conversation, with the steps of `ray_steps` (the local engine's functions): decoding, checking and
+measuring turns and planning and building samples in CPU tasks; for `--format codes` the codec in an actor
+pool (one actor per GPU, `num_gpus=1`; CPU actors on a cluster without GPUs). Results come back in plan
+order (`preserve_order`) and the driver writes each shard (`parquet_shards`: temp file + rename, bytes that
+depend only on the rows), then the report (`build_report`, as locally) and the dataset card
+(`export.card`, as `push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)` loads it and
+`push_to_hub.py --staged_dir output_dir` publishes it. `--resume` does only the shards without a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from csm_synthetic.errors import InputError
+
+from ..arrow import read_ipc
+from ..encoders import AUTO, parse_devices
+from ..export.card import SAMPLE_FORMATS, ConfigLayout, PreparedDescription, SplitFiles
+from ..export.content import PREPARED_CONFIG, ordered_splits, training_model_id
+from ..export.repository import CARD_NAME
+from ..features import (
+    codes_sample_features,
+    conversation_features,
+    planned_features,
+    sample_features,
+    turn_audio_features,
+)
+from ..maps import TurnAudio, group_conversations, quiet_datasets_progress
+from .options import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
+from .parquet_shards import FinishedShard, ShardName, ShardWriter, read_finished_shard, remove_partials
+from .prepare import FORMATS, checked_builder, start_output
+from .ray_steps import REPORT_COLUMNS, SAMPLES_COLUMN, BuildSamples, CodecEncoder, ReadTurns
+from .report import SplitResult, build_report
+
+RAY_EXTRA = "uv sync --extra ray"
+CONVERSATIONS_PER_BLOCK = 2  # a CPU task's work: a conversation takes about a second or more
+CONVERSATIONS_PER_CODEC_CALL = 16  # conversations a codec actor gets at once: their turns fill its calls
+ROWS_PER_GROUP = {PROCESSOR_FORMAT: 16, CODES_FORMAT: 256}  # Parquet row groups: multi-MB audio rows, small codes rows
+ACTOR_START_TIMEOUT_S = 600  # a codec actor the cluster cannot place is an error after this, not a hang
+PROBE_TIMEOUT_S = 5.0
+SAMPLE_FEATURES = {PROCESSOR_FORMAT: sample_features, CODES_FORMAT: codes_sample_features}
+
+
+# --- the cluster ---------------------------------------------------------------------------------
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as error:
+        raise InputError(
+            f"--engine ray needs Ray, which is not installed here ({error}): install the extra with `{RAY_EXTRA}` "
+            "(pip: pip install 'csm-synthetic[ray]')"
+        ) from None
+    return ray
+
+
+def probe_address(address: str) -> None:
+    """A host:port that nothing answers on is refused in seconds (ray.init would retry for a minute)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray_address {address!r} is not auto or host:port (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise InputError(
+            f"cannot reach the Ray cluster at --ray_address {address!r}: {error}; start its head there with "
+            "`ray start --head`, or leave --ray_address out to start a local cluster"
+        ) from None
+
+
+@contextmanager
+def ray_cluster(address: str | None) -> Iterator[object]:
+    """Ray, connected: to `address` (`auto`: the cluster `ray start` runs on this machine), to the cluster this
+    process joined already (left running), or to a local cluster started here and stopped at the end."""
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # else workers build a venv from the working dir
+    ray = import_ray()
+    if address not in (None, AUTO, "local") and not address.startswith("ray://"):
+        probe_address(address)
+    if ray.is_initialized():
+        yield ray
+        return
+    try:
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise InputError(f"cannot join the Ray cluster at --ray_address {address!r}: {error}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@dataclass(frozen=True)
+class CodecActors:
+    count: int
+    on_gpu: bool
+    num_cpus: float
+
+
+def codec_actors(options: PrepareOptions, resources: dict) -> CodecActors:
+    """The codec's actor pool from --devices / --device and what the cluster has: `auto` = one actor per GPU,
+    else one CPU actor; `cuda` = one per GPU; `cuda:N` / `cpu` entries = one actor each. GPUs asked for on a
+    cluster without them are an error now, before any work (such actors would wait for ever)."""
+    spec, single = options.encoding_devices()
+    names = parse_devices(spec, "--device" if single else "--devices")
+    gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
+    num_cpus = 1.0 if cpus >= 4 else 0.5  # on a small node a whole CPU per actor starves the other stages
+    if names == [AUTO]:
+        return CodecActors(1 if single else max(gpus, 1), gpus > 0, num_cpus)
+    if names[0] == "cpu":
+        return CodecActors(1 if single else len(names), False, num_cpus)
+    wanted = 1 if single else sum(gpus if name == "cuda" else 1 for name in names)
+    if not gpus or wanted > gpus:
+        raise InputError(
+            f"{'--device' if single else '--devices'} {spec!r} asks for GPUs, but the Ray cluster has "
+            f"{gpus} (its resources: {resources}); use cpu, or join a cluster with GPUs (--ray_address)"
+        )
+    return CodecActors(wanted, True, num_cpus)
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    split: str
+    conversations: pa.Table  # one row per conversation, in corpus order
+    shards: list[ShardName]
+    batch_size: int
+
+    def rows(self, shard: ShardName) -> pa.Table:
+        return self.conversations.slice(shard.index * self.batch_size, self.batch_size)
+
+
+def plan_split(split: str, turns: datasets.Dataset, batch_size: int) -> SplitPlan:
+    """Shards of `batch_size` whole conversations, as the local engine cuts them."""
+    conversations = group_conversations(turns).data.table
+    count = max(1, math.ceil(conversations.num_rows / batch_size))
+    return SplitPlan(split, conversations, [ShardName(split, index, count) for index in range(count)], batch_size)
+
+
+def work_rows(plan: SplitPlan, shard: ShardName) -> pa.Table:
+    """A shard's conversations with where their samples go."""
+    rows = plan.rows(shard)
+    return (
+        rows.append_column("split", pa.array([plan.split] * rows.num_rows, pa.string()))
+        .append_column("shard", pa.array([shard.index] * rows.num_rows, pa.int32()))
+        .append_column("position", pa.array(range(rows.num_rows), pa.int32()))
+    )
+
+
+def report_schema(turn_features: datasets.Features, with_codes: bool) -> pa.Schema:
+    features = planned_features(conversation_features(turn_audio_features(turn_features, with_codes)))
+    return datasets.Features({name: features[name] for name in REPORT_COLUMNS}).arrow_schema
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def prepare_on_ray(options: PrepareOptions, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run the whole preparation on Ray; returns the report (also written to `output_dir/prepare_report.json`)."""
+    started = time.perf_counter()
+    with ray_cluster(options.ray_address) as ray:
+        startup_seconds = time.perf_counter() - started
+        resources = {name: value for name, value in ray.cluster_resources().items() if name in ("CPU", "GPU")}
+        actors = codec_actors(options, resources) if options.format == CODES_FORMAT else None
+        fmt = FORMATS[options.format]
+        builder = checked_builder(options, fmt)
+        output_dir = start_output(options, resume, overwrite)
+        remove_partials(output_dir)
+        builder.download_and_prepare()
+        with quiet_datasets_progress():
+            plans = [plan_split(split, turns, options.batch_size) for split, turns in builder.as_dataset().items()]
+        setup_seconds = time.perf_counter() - started
+        schema = report_schema(builder.info.features, options.format == CODES_FORMAT)
+        finished = {shard: read_finished_shard(output_dir, shard) for plan in plans for shard in plan.shards}
+        todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
+        if todo:
+            dataset = ray_pipeline(ray, options, [work_rows(plan, shard) for plan, shard in todo], schema, actors)
+            finished.update(write_shards(dataset, options, output_dir, [shard for _, shard in todo]))
+        results = split_results(plans, finished, output_dir, options.format)
+        report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds)
+        report["ray"] = {
+            "address": options.ray_address or "local",
+            "startup_seconds": round(startup_seconds, 2),  # of setup_seconds: joining or starting the cluster
+            "cluster": resources,
+            "codec_actors": None if actors is None else {"count": actors.count, "gpu": actors.on_gpu},
+            "shards_written": len(todo),
+            "shards_resumed": len(finished) - len(todo),
+        }
+    write_card(output_dir, options, report, plans, finished, results)
+    (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    return report
+
+
+def ray_pipeline(ray, options: PrepareOptions, blocks: list[pa.Table], schema: pa.Schema, actors: CodecActors | None):
+    """The conversations of the shards to do through the steps; results in plan order."""
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the shards are written as their conversations arrive
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    rows = pa.concat_tables(blocks)
+    pieces = [rows.slice(start, CONVERSATIONS_PER_BLOCK) for start in range(0, rows.num_rows, CONVERSATIONS_PER_BLOCK)]
+    dataset = ray.data.from_arrow(pieces)
+    samples = FORMATS[options.format].samples(options)
+    rate = options.corpus.target_sampling_rate
+    if options.format == PROCESSOR_FORMAT:
+        return dataset.map_batches(
+            BuildSamples(TurnAudio(rate), samples, schema), batch_format="pyarrow", batch_size=None, num_cpus=1
+        )
+    encoder_args = (
+        options.codec_model_id, rate, actors.on_gpu, options.encode_budget_seconds, options.encode_batch_size,
+        options.allow_tf32,
+    )
+    return (
+        dataset.map_batches(ReadTurns(rate), batch_format="pyarrow", batch_size=None, num_cpus=1)
+        .map_batches(
+            CodecEncoder,
+            fn_constructor_args=encoder_args,
+            batch_format="pyarrow",
+            batch_size=CONVERSATIONS_PER_CODEC_CALL,
+            compute=ray.data.ActorPoolStrategy(size=actors.count),
+            num_gpus=1 if actors.on_gpu else 0,
+            num_cpus=actors.num_cpus,
+        )
+        .map_batches(BuildSamples(None, samples, schema), batch_format="pyarrow", batch_size=None, num_cpus=1)
+    )
+
+
+def write_shards(
+    dataset, options: PrepareOptions, output_dir: Path, shards: list[ShardName]
+) -> dict[ShardName, FinishedShard]:
+    """Each shard's samples, as their conversations arrive in plan order, into its file."""
+    features = SAMPLE_FEATURES[options.format]()
+    rows_per_group = ROWS_PER_GROUP[options.format]
+    finished, pending = {}, iter(shards)
+    shard, writer, plans, position = None, None, [], 0
+    try:
+        with tqdm(total=len(shards), unit="shard", desc="Ray: shards written") as progress:
+            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+                for row in range(batch.num_rows):
+                    where = (batch.column("split")[row].as_py(), batch.column("shard")[row].as_py())
+                    if writer is None or where != (shard.split, shard.index):
+                        if writer is not None:
+                            finished[shard] = writer.close(pa.concat_tables(plans))
+                            progress.update()
+                        shard = next(pending)
+                        if where != (shard.split, shard.index):
+                            raise RuntimeError(f"Ray returned shard {where} where {shard} was next")
+                        writer, plans, position = ShardWriter(output_dir, shard, features, rows_per_group), [], 0
+                    if batch.column("position")[row].as_py() != position:
+                        raise RuntimeError(f"Ray returned the conversations of {shard.path} out of order")
+                    position += 1
+                    plans.append(batch.select(list(REPORT_COLUMNS)).slice(row, 1))
+                    writer.add(read_ipc(batch.column(SAMPLES_COLUMN)[row].as_py()))
+            if writer is not None:
+                finished[shard] = writer.close(pa.concat_tables(plans))
+                writer = None
+                progress.update()
+    finally:
+        if writer is not None:
+            writer.abort()
+    if len(finished) != len(shards):
+        raise RuntimeError(f"Ray returned {len(finished)} of {len(shards)} shards")
+    return finished
+
+
+def split_results(
+    plans: list[SplitPlan], finished: dict[ShardName, FinishedShard], output_dir: Path, sample_format: str
+) -> dict[str, SplitResult]:
+    """Each split's plans and samples as the local engine has them for the report; of the samples, the
+    columns the card reads (`CARD_COLUMNS` and the format's segments), read back from the shards."""
+    import pyarrow.parquet as pq
+
+    features = SAMPLE_FEATURES[sample_format]()
+    segments = next(known for known in SAMPLE_FORMATS if known.name == sample_format).segments_column
+    columns = datasets.Features({name: features[name] for name in (*CARD_COLUMNS, segments)})
+    results = {}
+    for plan in plans:
+        shards = [finished[shard] for shard in plan.shards]
+        planned = datasets.Dataset(pa.concat_tables([shard.plans for shard in shards]))
+        files = [output_dir / shard.name.path for shard in shards]
+        samples = datasets.Dataset(pq.read_table(files, columns=list(columns)).cast(columns.arrow_schema))
+        results[plan.split] = result = SplitResult(planned, samples)
+        if len(samples) != result.planned_samples:
+            raise RuntimeError(f"{len(samples)} samples written where {result.planned_samples} were planned")
+    return results
+
+
+CARD_COLUMNS = ("conversation_id", "language", "speaker", "num_tokens", "audio_seconds")
+
+
+def write_card(
+    output_dir: Path,
+    options: PrepareOptions,
+    report: dict,
+    plans: list[SplitPlan],
+    finished: dict[ShardName, FinishedShard],
+    results: dict[str, SplitResult],
+) -> None:
+    """The dataset card (YAML configs and features for `load_dataset`, statistics, figures) as push_to_hub writes
+    it; a split without samples is left out and its shards removed (the report says why it is empty)."""
+    files, splits = {}, {}
+    for plan in plans:
+        shards = [finished[shard] for shard in plan.shards]
+        if not len(results[plan.split].samples):
+            for shard in shards:
+                (output_dir / shard.name.path).unlink(missing_ok=True)
+            continue
+        splits[plan.split] = results[plan.split].samples
+        files[plan.split] = SplitFiles(
+            plan.split,
+            (plan.shards[0].pattern,),
+            sum(shard.num_rows for shard in shards),
+            sum(shard.num_bytes for shard in shards),
+            sum(shard.file_bytes for shard in shards),
+        )
+    splits = ordered_splits(splits)
+    layout = ConfigLayout(
+        PREPARED_CONFIG, SAMPLE_FEATURES[options.format](), tuple(files[split] for split in splits), True
+    )
+    sample_format = next(known for known in SAMPLE_FORMATS if known.name == options.format)
+    description = PreparedDescription(report, sample_format, training_model_id(options.model_id))
+    card = description.render([layout], {PREPARED_CONFIG: splits}, None)
+    for path, png in card.figures.items():
+        (output_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / path).write_bytes(png)
+    (output_dir / CARD_NAME).write_text(card.text, encoding="utf-8")
