@@ -5,8 +5,10 @@ Generates realistic corpora (20 turns of 2-12 s per conversation, 24 kHz mono) a
 under --work_dir, runs the real script on each with a fresh cache, and samples the resident memory of the
 whole process tree (workers included). Start-up (everything before the first conversation: interpreter,
 imports, loading the processor, reading the corpus) is reported apart from the work. Then profiles one
-single-process run to split the time between reading audio, the CSM processor and writing Arrow. Prints a
-Markdown table (the README's figures).
+single-process run to split the time between reading audio, the CSM processor and writing Arrow. Also
+times the checksums on their own (hashing every cache file a run wrote, as the run does once after each
+map and again before reusing it) and a rerun with --resume (everything cached, every cache file checked).
+Prints a Markdown table (the README's figures).
 
     uv run python scripts/benchmark_prepare.py --work_dir bench --hours 1.5 --scales 1 4
 """
@@ -104,6 +106,10 @@ def measure_scale(scale: int, work: Path, processor: Path, args: argparse.Namesp
     shutil.rmtree(cache, ignore_errors=True)
     result = run_measured(prepare_command(corpus, output, cache, processor, args))
     report = json.loads((output / "prepare_report.json").read_text())
+    result.update(checksum_cost(cache))
+    result["rerun_seconds"] = run_measured([*prepare_command(corpus, output, cache, processor, args), "--resume"])[
+        "wall_seconds"
+    ]
     hours = report["audio"]["hours"]
     result.update(
         scale=scale,
@@ -118,6 +124,18 @@ def measure_scale(scale: int, work: Path, processor: Path, args: argparse.Namesp
         hours_per_minute_work=hours / (report["elapsed_seconds"] - report["setup_seconds"]) * 60,
     )
     return result
+
+
+def checksum_cost(cache: Path) -> dict:
+    """Seconds to hash every cache file of a run (its maps' results), as the run does after each map."""
+    from transforms.pipeline.checksums import file_checksum
+
+    files = sorted(cache.rglob("cache-*.arrow"))
+    started = time.perf_counter()
+    for path in files:
+        file_checksum(path)
+    seconds = time.perf_counter() - started
+    return {"checksum_seconds": seconds, "checksum_gb": sum(path.stat().st_size for path in files) / 1e9}
 
 
 def time_split(work: Path, processor: Path, args: argparse.Namespace) -> dict:
@@ -157,15 +175,15 @@ def time_split(work: Path, processor: Path, args: argparse.Namespace) -> dict:
 def markdown(results: list[dict], split: dict) -> str:
     lines = [
         "| corpus | audio h | samples | wall s (end to end) | start-up s | work s | h/min end to end | h/min of work "
-        "| peak memory GB (PSS, all processes) | output GB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak memory GB (PSS, all processes) | output GB | checksums s (GB) | rerun --resume s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['scale']}x | {r['audio_hours']:.2f} | {r['samples']} | {r['wall_seconds']:.1f} "
             f"| {r['startup_seconds']:.1f} | {r['work_seconds']:.1f} "
             f"| {r['hours_per_minute_end_to_end']:.1f} | {r['hours_per_minute_work']:.1f} | {r['peak_memory_gb']:.2f} "
-            f"| {r['output_gb']:.2f} |"
+            f"| {r['output_gb']:.2f} | {r['checksum_seconds']:.2f} ({r['checksum_gb']:.2f}) | {r['rerun_seconds']:.1f} |"
         )
     lines += ["", "| time split (1x, one process, under cProfile) | seconds | share |", "|---|---|---|"]
     total = split["total_seconds_under_profiler"]

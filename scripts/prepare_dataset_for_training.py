@@ -12,9 +12,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from csm_synthetic.cli import HelpFormatter, run
+from csm_synthetic.cli import HelpFormatter, command_line, run
+from csm_synthetic.errors import ExitCode
 from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments
 from transforms.pipeline.options import RAY_ENGINE
+
+EPILOG = f"""\
+exit status: 0 done, {ExitCode.USAGE} bad arguments or input (before any work), another run holding --output_dir, or
+a full disk; {ExitCode.INTERRUPTED} Ctrl-C, {ExitCode.TERMINATED} SIGTERM. After a full disk or a signal the last line
+gives the command that continues: the same one with --resume (what is finished is kept).
+"""
 
 
 def prepare(arguments: argparse.Namespace) -> None:
@@ -29,10 +36,17 @@ def prepare(arguments: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
     add_prepare_arguments(parser)
     arguments = parser.parse_args(argv)
-    return run(lambda: prepare(arguments))
+    return run(lambda: prepare(arguments), continue_with=continue_command(arguments, argv))
+
+
+def continue_command(arguments: argparse.Namespace, argv: list[str] | None) -> list[str]:
+    """The user's command with --resume; an --overwrite run continues as it is (the old output stays until
+    the new one is complete, and the cache keeps every finished shard)."""
+    command = command_line(__file__, argv)
+    return command if arguments.resume or arguments.overwrite else [*command, "--resume"]
 
 
 if __name__ == "__main__":

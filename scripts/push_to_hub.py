@@ -20,7 +20,7 @@ import logging
 import sys
 from dataclasses import fields
 
-from csm_synthetic.cli import HelpFormatter, add_corpus_arguments, corpus_settings, run
+from csm_synthetic.cli import HelpFormatter, add_corpus_arguments, command_line, corpus_settings, run
 from csm_synthetic.errors import ExitCode
 from transforms.core.csm import DEFAULT_MODEL_ID
 from transforms.export.hub import DEFAULT_MAX_SHARD_SIZE, PublishOptions, print_summary, publish
@@ -31,10 +31,11 @@ examples:
   push_to_hub.py --prepared_dir prepared --repo_id me/csm-podcasts-samples --model_id sesame/csm-1b
   push_to_hub.py --input_dir synthetic-dataset --to_dir repo && push_to_hub.py --staged_dir repo --repo_id me/x
 
-exit status: 0 done, {ExitCode.USAGE} bad arguments or input, {ExitCode.AUTH} no token / token rejected / permission
-denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout, Hub refused, or upload incomplete
+exit status: 0 done, {ExitCode.USAGE} bad arguments or input (or a full disk), {ExitCode.AUTH} no token / token
+rejected / permission denied, {ExitCode.NETWORK} Hub unreachable, {ExitCode.REMOTE} repository has another layout,
+Hub refused, or upload incomplete, {ExitCode.INTERRUPTED} Ctrl-C, {ExitCode.TERMINATED} SIGTERM (re-run the same
+command to continue)
 """
-INTERRUPTED = "interrupted: nothing was left looking complete; re-run the same command to continue"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +82,13 @@ def options_from_arguments(arguments: argparse.Namespace) -> PublishOptions:
 def main(argv: list[str] | None = None) -> int:
     arguments = build_parser().parse_args(argv)
     logging.getLogger("transforms.export").setLevel(logging.INFO)
-    return run(lambda: print_summary(publish(options_from_arguments(arguments))), interrupted=INTERRUPTED)
+
+    def work() -> None:
+        print_summary(publish(options_from_arguments(arguments)))
+
+    # nothing half-written is left looking complete, and a rebuilt repository is byte for byte the same (an
+    # upload skips what is committed): the same command continues
+    return run(work, continue_with=command_line(__file__, argv))
 
 
 if __name__ == "__main__":

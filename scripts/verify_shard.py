@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Verify a prepare_dataset_for_training.py output, row by row.
+"""Verify a prepare_dataset_for_training.py output, file by file and row by row.
 
-Checks that the token columns agree in length and fit --max_tokens, that each audio segment's <|AUDIO|>
-run matches its audio length by the processor's rule, that labels sit only on audio positions, and
-that no sample holds more than max_history + 1 turns. Exits 1 and lists the reasons when a row fails.
+Checks first that every file has the size and checksum the report recorded when it was written (naming
+each missing, truncated or damaged one; --resume of the same prepare command repairs them), then that the
+token columns agree in length and fit --max_tokens, that each audio segment's <|AUDIO|> run matches its
+audio length by the processor's rule, that labels sit only on audio positions, and that no sample holds
+more than max_history + 1 turns. Exits 1 and lists the reasons when a file or a row fails.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ def verify(arguments: argparse.Namespace) -> int:
     from transforms.pipeline.verify import verify_output  # heavy (datasets, transformers): after the arguments
 
     result = verify_output(arguments.output_dir, arguments.model_id)
+    if result.files is None:
+        print("files: not checked, the report records no checksums (an older version wrote it)")
+    else:
+        print(f"{'files':<10} {result.files:>8} checked against the report's checksums")
     for split, rows in result.rows.items():
         print(f"{split:<10} {rows:>8} rows checked")
     if result.ok:

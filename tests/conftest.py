@@ -6,7 +6,10 @@ Session-scoped fixtures are shared by every test: tests must not write into them
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -147,6 +150,41 @@ def write_conversation(
         samples = 0.1 * rng.standard_normal(frames(n)).astype(np.float32)
         sf.write(segments / naming.format(turn=n, speaker=speaker), samples, sample_rate, subtype="PCM_16")
     return segments
+
+
+def load_script(name: str):
+    """A script of scripts/ as a module, to call its `main` in this process (a fresh interpreter costs seconds)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def own_progress_bar_lock() -> None:
+    """Call first in a forked child that a test may kill: tqdm's lock is a semaphore shared with the test
+    process, and a child killed while drawing a bar would leave it taken, hanging the tests at their next bar."""
+    from tqdm.std import tqdm
+
+    lock, classes = threading.RLock(), [tqdm]
+    while classes:
+        cls = classes.pop()
+        if cls is tqdm or "_lock" in vars(cls):
+            cls._lock = lock
+        classes += cls.__subclasses__()
+
+
+def copy_report_as_written(output: Path, copy: Path) -> None:
+    """Give `copy` (a `save_to_disk` copy of the prepared `output` with rows changed on purpose) the report of
+    `output`, with the checksums of `copy`'s own files: wrong rows that a faulty prepare wrote, which file
+    checksums cannot tell from right ones, so that verify's row checks are what finds them."""
+    from transforms.pipeline.checksums import file_checksum
+    from transforms.pipeline.options import REPORT_NAME
+
+    report = json.loads((Path(output) / REPORT_NAME).read_text(encoding="utf-8"))
+    files = sorted(path for path in Path(copy).rglob("*") if path.is_file())
+    report["files"] = {path.relative_to(copy).as_posix(): file_checksum(path) for path in files}
+    (Path(copy) / REPORT_NAME).write_text(json.dumps(report), encoding="utf-8")
 
 
 def rows_by_split(dataset: datasets.DatasetDict) -> dict[str, list[dict]]:

@@ -9,12 +9,14 @@ import contextlib
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import re
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,6 +37,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from csm_synthetic.builder import available_configs, load_turns
 from csm_synthetic.corpus import read_corpus
 from csm_synthetic.errors import ExitCode
+from csm_synthetic.folders import FolderLock
 from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.testing.demo import create_demo_corpus
 from transforms.core.csm import DEFAULT_MODEL_ID
@@ -611,6 +614,33 @@ def test_upload_refuses_a_repository_with_another_layout(fake_hub, corpus, cache
     error = capsys.readouterr().err
     assert "another layout" in error and "train.csv" in error and "--force" in error
     assert hub.files == other and staged_folders(tmp_path / "staging") == []  # refused before any work
+
+
+def hold_lock_then_die(folder: Path, ready) -> None:
+    with FolderLock(folder, "--staging_dir"):
+        ready.set()
+        time.sleep(60)
+
+
+def test_upload_removes_the_staging_folder_of_a_killed_upload_but_not_one_kept_for_staged_dir(
+    fake_hub, corpus, cache_dir, tmp_path, caplog
+):
+    staging = tmp_path / "staging"
+    killed, kept = staging / "csm-hub-killed", staging / "csm-hub-kept"
+    (killed / "repository" / "data").mkdir(parents=True)
+    (kept / "repository").mkdir(parents=True)  # kept after a failed upload: its lock was released
+    ready = multiprocessing.get_context("fork").Event()
+    upload = multiprocessing.get_context("fork").Process(target=hold_lock_then_die, args=(killed, ready))
+    upload.start()
+    assert ready.wait(30)
+    upload.kill()  # SIGKILL while staging: its lock stays beside the folder
+    upload.join()
+
+    fake_hub()
+    assert push_to_hub.main(upload_arguments(corpus, cache_dir, staging)) == 0
+    assert not killed.exists() and staged_folders(staging) == [kept / "repository"]
+    assert sorted(path.name for path in staging.iterdir()) == ["csm-hub-kept"]  # no lock left either
+    assert f"removing {killed}, the staging folder of an upload that was killed" in caplog.messages
 
 
 def test_upload_with_a_rejected_token(fake_hub, corpus, tmp_path, capsys):

@@ -8,7 +8,6 @@ a prepare run over all of them exits 0, verifies, and equals a clean run on the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -20,7 +19,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import expected_prepare_problems, is_reported, problem_keys, write_conversation
+from conftest import (
+    copy_report_as_written,
+    expected_prepare_problems,
+    is_reported,
+    load_script,
+    problem_keys,
+    write_conversation,
+)
 from csm_synthetic.builder import corpus_fingerprint, load_turns
 from csm_synthetic.corpus import SCRIPT_NAME, ProblemKind, read_corpus, truncation
 from csm_synthetic.testing.demo import create_demo_corpus
@@ -33,14 +39,6 @@ from transforms.pipeline.verify import verify_output
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 24_000
-
-
-def load_script(name: str):
-    path = ROOT / "scripts" / name
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def link(path: Path, target: Path) -> None:
@@ -479,7 +477,7 @@ def tampered(output: Path, target: Path, column: str, change) -> Path:
     features = loaded["train"].features
     loaded["train"] = loaded["train"].with_format("numpy").map(tamper, with_indices=True, features=features)
     loaded.save_to_disk(str(target))
-    shutil.copyfile(output / REPORT_NAME, target / REPORT_NAME)
+    copy_report_as_written(output, target)
     return target
 
 

@@ -23,7 +23,7 @@ def loaded_after(code: str) -> dict[str, bool]:
 
 @pytest.mark.parametrize(
     "module", ["csm_synthetic", "csm_synthetic.corpus", "csm_synthetic.builder", "csm_synthetic.inspect",
-               "csm_synthetic.cli", "csm_synthetic.settings", "csm_synthetic.testing.demo"]
+               "csm_synthetic.cli", "csm_synthetic.folders", "csm_synthetic.settings", "csm_synthetic.testing.demo"]
 )
 def test_the_raw_corpus_layer_loads_neither_transforms_nor_torch(module):
     loaded = loaded_after(f"import {module}")

@@ -1,6 +1,5 @@
 """The prepare pipeline end to end: output layout, report, resume after SIGKILL, refusals, bad input."""
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -13,7 +12,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from conftest import is_reported
+from conftest import copy_report_as_written, is_reported, load_script, own_progress_bar_lock
 from csm_synthetic.testing.demo import create_demo_corpus
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
@@ -23,13 +22,6 @@ from transforms.pipeline.verify import verify_output
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_dataset_for_training.py"
-
-
-def load_script(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +114,7 @@ def test_rerun_with_same_arguments_reuses_the_datasets_cache(reference, tmp_path
 
 
 def _prepare_in_child(options, resume):
+    own_progress_bar_lock()
     prepare(options, resume=resume)
 
 
@@ -183,7 +176,7 @@ def test_overwrite_never_deletes_a_folder_this_tool_did_not_write(reference, tmp
 def test_script_refuses_an_existing_output_without_resume_or_overwrite(reference, capsys):
     options, _ = reference
     before = sorted(p.name for p in Path(options.output_dir).iterdir())
-    main = load_script(SCRIPT).main
+    main = load_script(SCRIPT.name).main
     status = main(["--input_dir", options.input_dir, "--output_dir", options.output_dir, "--model_id", options.model_id])
     assert status == 2
     assert "already holds files: pass --overwrite to replace it, --resume" in capsys.readouterr().err
@@ -211,7 +204,7 @@ def test_bad_input_fails_clearly_before_any_work(case, expected, tmp_path, proce
     else:
         (tmp_path / "a_file").write_text("")
         output = tmp_path / "a_file" / "out"
-    main = load_script(SCRIPT).main
+    main = load_script(SCRIPT.name).main
     status = main(["--input_dir", corpus, "--output_dir", str(output), "--model_id", model_id,
                    "--cache_dir", str(tmp_path / "cache")])
     assert status == 2
@@ -235,7 +228,8 @@ def test_script_runs_from_the_command_line_with_the_original_flags(faulty_corpus
 
 
 def tampered_copy(output_dir, target, column, tamper):
-    """A copy of a prepared output whose first train row has `column` changed by `tamper`."""
+    """A copy of a prepared output whose first train row has `column` changed by `tamper`, its files recorded
+    in the report as written (a wrong row that a faulty prepare wrote: the checksums cannot tell)."""
     loaded = datasets.load_from_disk(str(output_dir))
 
     def change_first(row, index):
@@ -243,7 +237,7 @@ def tampered_copy(output_dir, target, column, tamper):
 
     loaded["train"] = loaded["train"].map(change_first, with_indices=True)
     loaded.save_to_disk(str(target))
-    (Path(target) / REPORT_NAME).write_text((Path(output_dir) / REPORT_NAME).read_text())
+    copy_report_as_written(output_dir, target)
     return target
 
 

@@ -214,14 +214,25 @@ def _pad_as_if_alone(codec: MimiModel, lengths: torch.Tensor) -> Iterator[None]:
 
 
 def _fill_past_valid(conv: MimiConv1d, args: tuple, valid: torch.Tensor) -> tuple:
-    """Forward pre-hook: set each item's input past `valid` to the convolution's own right padding."""
+    """Forward pre-hook: give each item's input past `valid`, up to the end of its last stride, the
+    convolution's own right padding (zeros, or a copy of the last valid value).
+
+    Only those fewer than `stride` positions per item reach a frame of the item's own; later positions feed
+    frames that are cut away. Writing them in place touches a few columns instead of the whole activation:
+    the input is a fresh activation (an ELU's, or the transformer's output) that nothing else reads.
+    """
     hidden = args[0]  # (batch, channels, time)
-    past = torch.arange(hidden.shape[-1], device=hidden.device)[None, None, :] >= valid.to(hidden.device)[:, None, None]
+    stride = conv.conv.stride[0]
+    valid = valid.to(hidden.device)
+    positions = valid[:, None] + torch.arange(stride - 1, device=hidden.device)[None, :]  # (batch, stride - 1)
+    ends = torch.clamp((valid + stride - 1) // stride * stride, max=hidden.shape[-1])  # end of the last stride
+    inside = positions < ends[:, None]
+    rows = torch.arange(len(valid), device=hidden.device)[:, None].expand_as(positions)[inside]
+    columns = positions[inside]
     if conv.pad_mode == "constant":
-        hidden = hidden.masked_fill(past, 0.0)
+        hidden[rows, :, columns] = 0.0
     elif conv.pad_mode == "replicate":
-        last_index = (valid.to(hidden.device) - 1).view(-1, 1, 1).expand(-1, hidden.shape[1], 1)
-        hidden = torch.where(past, hidden.gather(-1, last_index), hidden)
+        hidden[rows, :, columns] = hidden[rows, :, valid[rows] - 1]
     else:
         raise NotImplementedError(f"cannot batch a Mimi convolution padded in mode {conv.pad_mode!r}")
     return (hidden, *args[1:])

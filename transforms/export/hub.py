@@ -42,6 +42,7 @@ from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import validate_repo_id
 
 from csm_synthetic.errors import CommandError, ExitCode, InputError
+from csm_synthetic.folders import FolderLock, FolderLocked
 from csm_synthetic.settings import CorpusSettings
 
 from .card import CARD_TAG, DATA_DIR, FIGURES_DIR
@@ -338,13 +339,33 @@ def publish(options: PublishOptions) -> PublishResult:
     return publish_to_hub(options)
 
 
+STAGING_PREFIX = "csm-hub-"
+
+
 def make_staging_folder(parent: str | None) -> Path:
+    """A new folder to stage an upload in, under `parent` (default: the system's temporary folder)."""
+    parent_path = Path(parent or tempfile.gettempdir())
     try:
-        if parent:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix="csm-hub-", dir=parent))
+        parent_path.mkdir(parents=True, exist_ok=True)
+        remove_killed_stagings(parent_path)
+        return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=parent_path))
     except OSError as error:
-        raise InputError(f"cannot make a staging folder in {parent or tempfile.gettempdir()!r}: {error}") from error
+        raise InputError(f"cannot make a staging folder in {str(parent_path)!r}: {error}") from error
+
+
+def remove_killed_stagings(parent: Path) -> None:
+    """Remove the staging folders of killed uploads: a lock beside them whose process is gone (see `FolderLock`).
+
+    A folder kept on purpose (an upload that failed, for `--staged_dir`) has no lock left beside it.
+    """
+    for lock_path in parent.glob(f".{STAGING_PREFIX}*.lock"):
+        folder = parent / lock_path.name[1 : -len(".lock")]
+        try:
+            with FolderLock(folder, "--staging_dir"):  # takes a dead upload's lock over; refuses a live one's
+                logger.warning("removing %s, the staging folder of an upload that was killed", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        except FolderLocked:
+            continue  # a live upload
 
 
 def publish_to_hub(options: PublishOptions) -> PublishResult:
@@ -361,21 +382,25 @@ def publish_to_hub(options: PublishOptions) -> PublishResult:
     with hub_errors(repo_id, endpoint):
         check_remote_layout(remote_repository(api, repo_id), content.config_names, options.force)
     work = make_staging_folder(options.staging_dir)
-    try:
-        staged = stage_repository(content, work / "repository", options.max_shard_size, repo_id)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    try:
-        commit_url = upload_repository(staged, repo_id, api, options.private, options.force)
-    except CommandError as error:
-        error.args = (
-            (
-                f"{error} The repository built for this upload is kept in {staged.folder}: "
-                f"`--staged_dir {staged.folder} --repo_id {repo_id}` uploads it without rebuilding."
-            ),
-        )
-        raise
+    with FolderLock(work, "--staging_dir"):  # held while staging and uploading: a killed upload leaves it stale
+        try:
+            staged = stage_repository(content, work / "repository", options.max_shard_size, repo_id)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        try:
+            commit_url = upload_repository(staged, repo_id, api, options.private, options.force)
+        except CommandError as error:
+            error.args = (
+                (
+                    f"{error} The repository built for this upload is kept in {staged.folder}: "
+                    f"`--staged_dir {staged.folder} --repo_id {repo_id}` uploads it without rebuilding."
+                ),
+            )
+            raise
+        except BaseException:  # interrupted: a re-run rebuilds the same bytes, and the upload skips what is committed
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     shutil.rmtree(work, ignore_errors=True)
     return PublishResult(staged, f"{endpoint}/datasets/{repo_id}", commit_url)
 

@@ -7,9 +7,11 @@
   row ranges of about `max_shard_size` before compression, as `datasets`' push_to_hub does),
   `figures/*.png`, and a `README.md` whose YAML declares configs, splits and features. A config may be
   made of other configs' shards (the raw corpus' `all`) instead of repeating them.
-- Staging builds under a hidden `.<name>.partial-*` sibling and renames it into place when complete:
-  no half-written folder ever looks finished. Shard bytes depend only on the rows, so a rebuilt folder
-  is byte-for-byte the same.
+- Staging holds the folder's lock (`csm_synthetic.folders`: a second run exits 2 naming this one), builds
+  under the hidden sibling `.<name>.partial` and renames it into place when complete: no half-written
+  folder ever looks finished, and a crash leaves the old folder or the new one. What a killed run left
+  beside the folder is mended or removed by the next. Shard bytes depend only on the rows, so a rebuilt
+  folder is byte-for-byte the same.
 - A folder is ours when its card carries `CARD_TAG`; only such a folder is ever replaced.
 
 What goes in (`RepositoryContent`) is decided by `content.py`; this module knows no sample format.
@@ -22,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from tqdm.auto import tqdm
 
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
+from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
 
 from ..maps import quiet_datasets_progress
 from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles
@@ -93,34 +95,27 @@ def stage_repository(
 ) -> StagedRepository:
     """Write the repository of `content` to `target_dir`, atomically (renamed into place when complete)."""
     max_bytes = parse_shard_size(max_shard_size)
-    target = Path(target_dir)
-    claim_repository_dir(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    warn_about_leftover_partials(target)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        write_repository(content, partial, max_bytes, repo_id)
-        move_into_place(partial, target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    target = Path(target_dir).resolve()
+    with FolderLock(target, "--to_dir"), write_errors(target):
+        recover_replacement(target, is_complete=is_complete_repository)
+        claim_repository_dir(target, overwrite)
+        partial = sibling(target, PARTIAL)
+        partial.mkdir()
+        try:
+            write_repository(content, partial, max_bytes, repo_id)
+            replace_folder(partial, target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     return inspect_repository(target)
 
 
-def warn_about_leftover_partials(target: Path) -> None:
-    for leftover in target.parent.glob(f".{target.name}.partial-*"):
-        logger.warning("%s is left from an interrupted run; remove it to free its disk space", leftover)
-
-
-def move_into_place(partial: Path, target: Path) -> None:
-    """Rename the finished `partial` to `target`; an earlier `target` (checked to be ours) goes after."""
-    if not target.exists():
-        os.replace(partial, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(partial, target)
-    shutil.rmtree(old)
+def is_complete_repository(folder: Path) -> bool:
+    try:
+        inspect_repository(folder)
+    except InputError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

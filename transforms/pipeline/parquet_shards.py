@@ -110,12 +110,6 @@ def read_finished_shard(output_dir: Path, name: ShardName) -> FinishedShard | No
     return FinishedShard(name, plans, metadata.num_rows, int(values[NUM_BYTES_KEY.encode()]), path.stat().st_size)
 
 
-def remove_partials(output_dir: Path) -> None:
-    for partial in (output_dir / DATA_DIR).rglob(".*.partial"):
-        partial.unlink()
-
-
-
 def encode_table(table: pa.Table) -> str:
     return base64.b64encode(ipc_bytes(table)).decode("ascii")
 

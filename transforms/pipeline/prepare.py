@@ -4,16 +4,23 @@
 
 Each shard of `batch_size` conversations goes through the steps of `transforms.maps`, every one a
 `datasets` `.map` cached by fingerprint, so a killed run resumes from the shards already finished (a
-shard is only ever taken from a file that `datasets` moved into place when complete). The output folder
-gets hard links to the cached sample shards, so the sample data is written to disk once. The report is
-made from what the steps returned: the plans' skips, the samples written.
+shard is only ever taken from a file that `datasets` moved into place when complete, and whose checksum
+still matches: see `cache.py`). The output folder gets hard links to the cached sample shards, so the
+sample data is written to disk once. The report is made from what the steps returned: the plans' skips,
+the samples written, and the checksum of every output file.
+
+One run at a time writes an output (`csm_synthetic.folders.FolderLock`); `--overwrite` builds the new
+output beside the old one and swaps it in when complete, so a crash leaves the old output or the new one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -26,6 +33,7 @@ from tqdm.auto import tqdm
 from csm_synthetic.builder import CsmSynthetic
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
+from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
 
 from ..core.csm import load_processor
 from ..encoders import EncoderPool, EncoderSettings, close_encoder_pool, resolve_devices, start_encoder_pool
@@ -39,10 +47,11 @@ from ..maps import (
     plan_conversations,
     quiet_datasets_progress,
 )
+from .cache import MapCache
 from .info import LOADED_FORMATS, samples_info
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .report import SplitResult, build_report
-from .writer import publish_dataset_dict
+from .writer import publish_dataset_dict, remove_partials, write_json
 
 
 # --- the two formats -----------------------------------------------------------------------------
@@ -123,11 +132,19 @@ FORMATS = {
 # --- checks before any work ----------------------------------------------------------------------
 
 
-def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber an existing output; on resume, refuse different arguments. Leaves the folder writable."""
-    output_dir = Path(options.output_dir)
+def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path:
+    """Refuse to clobber an existing output; on resume, refuse different arguments. Under the output's lock.
+
+    Returns the folder to write: the output itself, or with `overwrite` its hidden sibling, which
+    `replace_folder` swaps in when complete (the old output stays whole until then).
+    """
+    output_dir = Path(options.output_dir).resolve()
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other")
+    recover_replacement(output_dir, is_complete=lambda folder: (folder / REPORT_NAME).is_file())
+    if output_dir.is_dir():
+        remove_partials(output_dir)  # a killed run's (we hold the lock): a folder holding only those is empty
+    build_dir = output_dir
     if resume and output_dir.is_dir() and any(output_dir.iterdir()):
         check_resume_arguments(options)
     elif claim_output_dir(
@@ -137,14 +154,15 @@ def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> None
         marker=f"no {ARGUMENTS_NAME}",
         other_ways=", --resume to finish the run that wrote it",
     ):
-        shutil.rmtree(output_dir)
+        build_dir = sibling(output_dir, PARTIAL)
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write_probe"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        probe = build_dir / ".write_probe.partial"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise InputError(f"cannot write to --output_dir {str(output_dir)!r}: {error}") from error
+        raise InputError(f"cannot write to --output_dir {options.output_dir!r}: {error}") from error
+    return build_dir
 
 
 def check_resume_arguments(options: PrepareOptions) -> None:
@@ -214,16 +232,37 @@ def checked_builder(options: PrepareOptions, fmt: Format) -> CsmSynthetic:
     return builder
 
 
-def start_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path:
-    """The output folder claimed, with the arguments a resume must match, and no report (the mark of a finished run)."""
-    claim_output(options, resume, overwrite)
-    output_dir = Path(options.output_dir)
-    (output_dir / ARGUMENTS_NAME).write_text(json.dumps(options.output_defining(), indent=2), encoding="utf-8")
-    (output_dir / REPORT_NAME).unlink(missing_ok=True)
-    return output_dir
-
 
 # --- the work ------------------------------------------------------------------------------------
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+_DEATH_SIGNAL_REGISTERED = False
+_forking_pid = 0  # set just before each fork: the child's parent
+
+
+def forked_workers_die_with_their_parent() -> None:
+    """Ask Linux to kill every process forked from now on when its parent dies (a no-op elsewhere).
+
+    datasets' `num_proc` pool workers wait for work for ever once their run is killed (SIGKILL, the OOM
+    killer): they would hold their memory, and could even finish and write a shard of a dead run.
+    """
+    global _DEATH_SIGNAL_REGISTERED
+    if _DEATH_SIGNAL_REGISTERED or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def before_fork() -> None:
+        global _forking_pid
+        _forking_pid = os.getpid()
+
+    def in_child() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != _forking_pid:  # the parent died before the request took effect
+            os._exit(1)
+
+    os.register_at_fork(before=before_fork, after_in_child=in_child)
+    _DEATH_SIGNAL_REGISTERED = True
 
 
 def conversation_shards(turns: datasets.Dataset, conversations_per_shard: int) -> list[range]:
@@ -234,30 +273,39 @@ def conversation_shards(turns: datasets.Dataset, conversations_per_shard: int) -
     return [range(start, end) for start, end in zip(bounds, bounds[1:])]
 
 
-def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format) -> SplitResult:
-    """One shard of whole conversations through every step; each step's result is cached."""
-    transform = fmt.samples(options)
-    with_audio = map_turn_audio(turns, fmt.turn_audio(options), desc="Reading turns")
-    planned = plan_conversations(group_conversations(with_audio), transform.plan)
-    samples = build_samples(planned, transform, options.num_proc)
+def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format, cache: MapCache) -> SplitResult:
+    """One shard of whole conversations through every step; each step's result is cached, and checked before reuse."""
+    transform, turn_audio = fmt.samples(options), fmt.turn_audio(options)
+    with cache.shard_lock(turns._fingerprint):
+        with_audio = cache.checked(
+            turns, turn_audio.fingerprint(turns), lambda: map_turn_audio(turns, turn_audio, desc="Reading turns")
+        )
+        conversations = cache.checked(with_audio, "conversations", lambda: group_conversations(with_audio))
+        planned = cache.checked(
+            conversations, transform.plan, lambda: plan_conversations(conversations, transform.plan)
+        )
+        samples = cache.checked(planned, transform, lambda: build_samples(planned, transform, options.num_proc))
     result = SplitResult(planned, samples)
     if len(samples) != result.planned_samples:
         raise RuntimeError(f"{len(samples)} samples written where {result.planned_samples} were planned")
     return result
 
 
-def prepare_split(turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format) -> SplitResult:
+def prepare_split(
+    turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format, cache: MapCache
+) -> SplitResult:
     shards = conversation_shards(turns, options.batch_size)
     results = []
     with tqdm(total=len(shards), unit="shard", desc=f"{split}") as progress:
         for rows in shards:
-            results.append(prepare_shard(turns.select(rows), options, fmt))
+            results.append(prepare_shard(turns.select(rows), options, fmt, cache))
             progress.update()
     return SplitResult.concatenate(results)
 
 
 def prepare(options: PrepareOptions, resume: bool = False, overwrite: bool = False) -> dict:
     """Run the whole preparation; returns the report (also written to `output_dir/prepare_report.json`)."""
+    forked_workers_die_with_their_parent()
     fmt = FORMATS[options.format]
     with fmt.encoders(options) as encoders:
         return prepare_with(options, fmt, encoders, resume, overwrite)
@@ -268,19 +316,51 @@ def prepare_with(
 ) -> dict:
     started = time.perf_counter()
     builder = checked_builder(options, fmt)
-    corpus = builder.corpus
-    output_dir = start_output(options, resume, overwrite)
+    return in_output_folder(options, resume, overwrite, lambda build_dir: write_output(
+        build_dir, options, fmt, builder, encoders, started
+    ))
+
+
+def in_output_folder(options: PrepareOptions, resume: bool, overwrite: bool, write: Callable[[Path], dict]) -> dict:
+    """`write(build_dir)` under the output's lock: into the output itself, or with `overwrite` into a hidden
+    sibling swapped in when complete (the old output stays as it was until then); returns what it returns."""
+    output_dir = Path(options.output_dir).resolve()
+    cache_dir = options.cache_dir or datasets.config.HF_DATASETS_CACHE
+    with FolderLock(output_dir, "--output_dir"), write_errors(output_dir, cache_dir):
+        build_dir = claim_output(options, resume, overwrite)
+        try:
+            report = write(build_dir)
+            if build_dir != output_dir:
+                replace_folder(build_dir, output_dir)
+        except BaseException:
+            if build_dir != output_dir:  # the old output stays as it was; the cache keeps the finished shards
+                shutil.rmtree(build_dir, ignore_errors=True)
+            raise
+    return report
+
+
+def write_output(
+    build_dir: Path, options: PrepareOptions, fmt: Format, builder: CsmSynthetic, encoders: EncoderPool | None,
+    started: float
+) -> dict:
+    """Every step into the cache, the samples into `build_dir`, then the report, which marks a finished run."""
+    arguments_checksum = write_json(build_dir / ARGUMENTS_NAME, options.output_defining(), sort_keys=False)
+    (build_dir / REPORT_NAME).unlink(missing_ok=True)
+
     builder.download_and_prepare()
     if encoders is not None:
         encoders.wait_ready()  # the encoder processes' start-up (loading the codec) is set-up too
     setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
-    with quiet_datasets_progress():
-        results = {split: prepare_split(turns, split, options, fmt) for split, turns in builder.as_dataset().items()}
+    splits = builder.as_dataset()
+    with quiet_datasets_progress(), MapCache.of(next(iter(splits.values()))) as cache:
+        results = {split: prepare_split(turns, split, options, fmt, cache) for split, turns in splits.items()}
     samples = {split: result.samples for split, result in results.items()}
-    publish_dataset_dict(samples, output_dir, samples_info(options, samples), LOADED_FORMATS[options.format])
+    info, loaded_format = samples_info(options, samples), LOADED_FORMATS[options.format]
+    files = {ARGUMENTS_NAME: arguments_checksum,
+             **publish_dataset_dict(samples, build_dir, info, loaded_format, cache.checksum)}
 
-    report = build_report(options, corpus, results, time.perf_counter() - started, setup_seconds)
+    report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds, files)
     if encoders is not None:
         report["encoding"] = encoders.stats.to_dict(encoders.settings)
-    (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_json(build_dir / REPORT_NAME, report, sort_keys=False)
     return report

@@ -16,7 +16,6 @@ depend only on the rows), then the report (`build_report`, as locally) and the d
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -45,11 +44,13 @@ from ..features import (
     turn_audio_features,
 )
 from ..maps import TurnAudio, group_conversations, quiet_datasets_progress
-from .options import CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
-from .parquet_shards import FinishedShard, ShardName, ShardWriter, read_finished_shard, remove_partials
-from .prepare import FORMATS, checked_builder, start_output
+from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
+from .parquet_shards import FinishedShard, ShardName, ShardWriter, read_finished_shard
+from .checksums import file_checksum
+from .prepare import FORMATS, checked_builder, in_output_folder
 from .ray_steps import REPORT_COLUMNS, SAMPLES_COLUMN, BuildSamples, CodecEncoder, ReadTurns
 from .report import SplitResult, build_report
+from .writer import write_json
 
 RAY_EXTRA = "uv sync --extra ray"
 CONVERSATIONS_PER_BLOCK = 2  # a CPU task's work: a conversation takes about a second or more
@@ -184,32 +185,47 @@ def prepare_on_ray(options: PrepareOptions, resume: bool = False, overwrite: boo
         startup_seconds = time.perf_counter() - started
         resources = {name: value for name, value in ray.cluster_resources().items() if name in ("CPU", "GPU")}
         actors = codec_actors(options, resources) if options.format == CODES_FORMAT else None
-        fmt = FORMATS[options.format]
-        builder = checked_builder(options, fmt)
-        output_dir = start_output(options, resume, overwrite)
-        remove_partials(output_dir)
-        builder.download_and_prepare()
-        with quiet_datasets_progress():
-            plans = [plan_split(split, turns, options.batch_size) for split, turns in builder.as_dataset().items()]
-        setup_seconds = time.perf_counter() - started
-        schema = report_schema(builder.info.features, options.format == CODES_FORMAT)
-        finished = {shard: read_finished_shard(output_dir, shard) for plan in plans for shard in plan.shards}
-        todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
-        if todo:
-            dataset = ray_pipeline(ray, options, [work_rows(plan, shard) for plan, shard in todo], schema, actors)
-            finished.update(write_shards(dataset, options, output_dir, [shard for _, shard in todo]))
-        results = split_results(plans, finished, output_dir, options.format)
-        report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds)
-        report["ray"] = {
-            "address": options.ray_address or "local",
-            "startup_seconds": round(startup_seconds, 2),  # of setup_seconds: joining or starting the cluster
-            "cluster": resources,
-            "codec_actors": None if actors is None else {"count": actors.count, "gpu": actors.on_gpu},
-            "shards_written": len(todo),
-            "shards_resumed": len(finished) - len(todo),
-        }
-    write_card(output_dir, options, report, plans, finished, results)
-    (output_dir / REPORT_NAME).write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        builder = checked_builder(options, FORMATS[options.format])
+        report = in_output_folder(
+            options, resume, overwrite, lambda build_dir: write_on_ray(ray, build_dir, options, builder, actors, started)
+        )
+    report["ray"].update(address=options.ray_address or "local", startup_seconds=round(startup_seconds, 2),
+                         cluster=resources)
+    return report
+
+
+def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors: CodecActors | None,
+                 started: float) -> dict:
+    """The shards not written yet, through Ray; then the card and the report, which marks a finished run."""
+    arguments_checksum = write_json(build_dir / ARGUMENTS_NAME, options.output_defining(), sort_keys=False)
+    (build_dir / REPORT_NAME).unlink(missing_ok=True)
+    builder.download_and_prepare()
+    with quiet_datasets_progress():
+        plans = [plan_split(split, turns, options.batch_size) for split, turns in builder.as_dataset().items()]
+    setup_seconds = time.perf_counter() - started
+    schema = report_schema(builder.info.features, options.format == CODES_FORMAT)
+    finished = {shard: read_finished_shard(build_dir, shard) for plan in plans for shard in plan.shards}
+    todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
+    if todo:
+        dataset = ray_pipeline(ray, options, [work_rows(plan, shard) for plan, shard in todo], schema, actors)
+        finished.update(write_shards(dataset, options, build_dir, [shard for _, shard in todo]))
+    results = split_results(plans, finished, build_dir, options.format)
+    report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds)
+    report["ray"] = {
+        "codec_actors": None if actors is None else {"count": actors.count, "gpu": actors.on_gpu},
+        "shards_written": len(todo),
+        "shards_resumed": len(finished) - len(todo),
+    }
+    write_card(build_dir, options, report, plans, finished, results)
+    files = {ARGUMENTS_NAME: arguments_checksum}
+    files.update(
+        (path.relative_to(build_dir).as_posix(), file_checksum(path))
+        for path in sorted(build_dir.rglob("*"))
+        if path.is_file() and path.name not in (ARGUMENTS_NAME, REPORT_NAME) and not path.name.startswith(".")
+    )
+    report["files"] = dict(sorted(files.items()))
+    report["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+    write_json(build_dir / REPORT_NAME, report, sort_keys=False)
     return report
 
 

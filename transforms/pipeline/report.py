@@ -116,8 +116,14 @@ def empty_splits(settings: CorpusSettings, conversations: int, results: dict[str
 
 
 def build_report(
-    options: PrepareOptions, corpus: Corpus, results: dict[str, SplitResult], seconds: float, setup_seconds: float
+    options: PrepareOptions,
+    corpus: Corpus,
+    results: dict[str, SplitResult],
+    seconds: float,
+    setup_seconds: float,
+    files: dict[str, dict] | None = None,
 ) -> dict:
+    """The report; `files`: each output file's size and checksum by its path in the output (what verify checks)."""
     skipped, sample_tokens, sample_seconds = [], [], []
     for result in results.values():
         split_skipped, split_tokens, split_seconds = plan_figures(result.planned, options.corpus.target_sampling_rate)
@@ -158,6 +164,7 @@ def build_report(
         "setup_seconds": round(setup_seconds, 2),  # of elapsed: loading the processor (and codec), reading the corpus
         "problems": problems,
         "skipped": skipped,
+        "files": dict(sorted((files or {}).items())),
     }
 
 

@@ -1,5 +1,8 @@
-"""Check every row of a prepared output against the rules the samples were made by.
+"""Check every file and every row of a prepared output against what was written and the rules it was made by.
 
+Files first: each file the report lists must have the size and checksum it was written with (a missing,
+truncated or damaged file is named, and the rows are then not read), and the output's folders must be the
+splits the report declares. Then the rows.
 Per row: the token columns have one length, equal to `num_tokens` and within `max_tokens`; the audio is
 cut into as many segments as there are `<|AUDIO|>` runs, each run as long as the processor's rule says for
 its segment (codes format: as the segment's frames of codes); labels sit only on audio positions; the
@@ -23,6 +26,7 @@ from csm_synthetic.errors import InputError
 from ..core.audio_checks import MAX_ABS_SAMPLE
 from ..core.csm import audio_token_count, load_processor
 from ..core.labels import BACKBONE_ONLY_LABEL, IGNORE_INDEX
+from .checksums import file_problem
 from .options import REPORT_NAME
 
 ROWS_PER_BATCH = 256
@@ -34,6 +38,7 @@ class Verification:
     rows: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    files: int | None = None  # files checked against the report's checksums (None: the report has none)
 
     def fail(self, message: str) -> None:
         self.error_count += 1
@@ -125,7 +130,12 @@ def rules_from_report(output_dir: Path, model_id: str | None) -> tuple[Rules, di
     report_path = output_dir / REPORT_NAME
     if not report_path.is_file():
         raise InputError(f"{report_path} is missing: the output is not a finished prepare run")
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise InputError(
+            f"{report_path} is unreadable ({error}): rerun prepare with --resume to write it again"
+        ) from error
     arguments = report["arguments"]
     processor = load_processor(model_id or arguments["model_id"])
     rules = Rules(
@@ -240,12 +250,42 @@ def codes_checks(batch, rules: Rules):
     return checks
 
 
+def verify_files(output_dir: Path, report: dict, result: Verification) -> None:
+    """Each file as the report recorded it; no folder but the report's splits; no data file it does not list."""
+    recorded = report.get("files")
+    if recorded is None:
+        return  # an output of a version that recorded no checksums
+    result.files = len(recorded)
+    for path, expected in recorded.items():
+        problem = file_problem(output_dir / path, expected)
+        if problem is not None:
+            result.fail(f"{path}: {problem}")
+    splits = report["counts"]["by_split"]
+    for folder in sorted(output_dir.iterdir()):
+        if folder.is_dir() and folder.name not in splits:
+            result.fail(f"{folder.name}/: a folder that is no split of this output (left by an earlier run?)")
+        elif folder.is_dir():
+            for data_file in sorted(folder.glob("data-*.arrow")):
+                if f"{folder.name}/{data_file.name}" not in recorded:
+                    result.fail(f"{folder.name}/{data_file.name}: a data file this run did not write")
+
+
+REPAIR_HINT = (
+    "rows not checked: files are missing or damaged; prepare_dataset_for_training.py with the same arguments "
+    "and --resume repairs them"
+)
+
+
 def verify_output(output_dir: str | Path, model_id: str | None = None) -> Verification:
-    """Check every row of every split of a `prepare_dataset_for_training.py` output."""
+    """Check every file, then every row of every split, of a `prepare_dataset_for_training.py` output."""
     output_dir = Path(output_dir)
     rules, report = rules_from_report(output_dir, model_id)
-    splits = datasets.load_from_disk(str(output_dir))
     result = Verification()
+    verify_files(output_dir, report, result)
+    if not result.ok:
+        result.fail(REPAIR_HINT)
+        return result
+    splits = datasets.load_from_disk(str(output_dir))
     for split, dataset in splits.items():
         verify_split(dataset, split, rules, result)
         expected = report["counts"]["by_split"].get(split, {}).get("samples")

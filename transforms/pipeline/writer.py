@@ -7,6 +7,10 @@ and writes the `state.json` / `dataset_info.json` that `load_from_disk` reads:
 - `state.json` sets the format `load_from_disk` gives the rows in (`format_type`, e.g. numpy).
 - `dataset_info.json` is the `info` given (e.g. `info.samples_info`: the samples, not the corpus' turns).
 - A split without rows is left out (`datasets` cannot read one back reliably); the report says why.
+
+Every file appears under its name only when complete (written as `<name>.partial`, then renamed). The
+output's folders are always the splits `dataset_dict.json` declares: a split folder of an earlier run that
+is no split now goes.
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import datasets
 
+from .checksums import file_checksum
+
 logger = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
 
 
 def _place_file(source: Path, target: Path) -> bool:
     """Hard-link `source` to `target` atomically; copy when linking is impossible. True if linked."""
-    partial = target.with_name(target.name + ".partial")
+    if target.exists() and os.path.samefile(source, target):
+        return True  # linked by an earlier run (and `rename` of one link onto another of the same file does nothing)
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
     partial.unlink(missing_ok=True)
     try:
         os.link(source, partial)
@@ -37,16 +48,32 @@ def _place_file(source: Path, target: Path) -> bool:
     return linked
 
 
-def _write_json(path: Path, content: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+def write_json(path: Path, content: dict, sort_keys: bool = True) -> dict:
+    """Write `content` as JSON atomically; returns the file's checksum."""
+    partial = path.with_name(path.name + PARTIAL_SUFFIX)
+    partial.write_text(json.dumps(content, indent=2, sort_keys=sort_keys, ensure_ascii=False), encoding="utf-8")
     os.replace(partial, path)
+    return file_checksum(path)
+
+
+def remove_partials(folder: Path) -> None:
+    """Remove the `.partial` files a killed run left in an output folder (call it holding the folder's lock)."""
+    for partial in folder.rglob(f"*{PARTIAL_SUFFIX}"):
+        if partial.is_file():
+            partial.unlink()
 
 
 def publish_split(
-    dataset: datasets.Dataset, split_dir: Path, info: datasets.DatasetInfo | None = None, format_type: str | None = None
-) -> None:
-    """Make `split_dir` a `save_to_disk` folder of `dataset`, whose rows must all be in its cache files."""
+    dataset: datasets.Dataset,
+    split_dir: Path,
+    checksum_of: Callable[[Path], dict],
+    info: datasets.DatasetInfo | None = None,
+    format_type: str | None = None,
+) -> dict[str, dict]:
+    """Make `split_dir` a `save_to_disk` folder of `dataset`, whose rows must all be in its cache files.
+
+    Returns each written file's checksum by its name; a linked (or copied) file's is `checksum_of` its source.
+    """
     files = [Path(cache["filename"]) for cache in dataset.cache_files]
     if dataset._indices is not None or not files:
         raise ValueError("publish_split needs a dataset made only of whole cache files (no select/shuffle indices)")
@@ -72,8 +99,14 @@ def publish_split(
         "_output_all_columns": False,
         "_split": split_dir.name,
     }
-    _write_json(split_dir / datasets.config.DATASET_STATE_JSON_FILENAME, state)
-    _write_json(split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(info or dataset.info))
+    checksums = {name: checksum_of(source) for source, name in zip(files, names)}
+    checksums[datasets.config.DATASET_STATE_JSON_FILENAME] = write_json(
+        split_dir / datasets.config.DATASET_STATE_JSON_FILENAME, state
+    )
+    checksums[datasets.config.DATASET_INFO_FILENAME] = write_json(
+        split_dir / datasets.config.DATASET_INFO_FILENAME, asdict(info or dataset.info)
+    )
+    return checksums
 
 
 def splits_with_rows(splits: dict[str, datasets.Dataset]) -> dict[str, datasets.Dataset]:
@@ -86,11 +119,34 @@ def publish_dataset_dict(
     output_dir: Path,
     info: datasets.DatasetInfo | None = None,
     format_type: str | None = None,
-) -> None:
+    checksum_of: Callable[[Path], dict] = file_checksum,
+) -> dict[str, dict]:
     """`output_dir` becomes loadable with `datasets.load_from_disk` as a `DatasetDict` of the splits of
     `splits` that have rows, formatted as `format_type` (None: Python objects); `info` (default: each
-    split's own) goes to every split's `dataset_info.json`."""
+    split's own) goes to every split's `dataset_info.json`.
+
+    Returns the checksum of every file written, by its path relative to `output_dir` (`checksum_of` gives
+    those of the data files' sources: the cache has them already).
+    """
     splits = splits_with_rows(splits)
+    written = {}
     for name, dataset in splits.items():
-        publish_split(dataset, output_dir / name, info, format_type)
-    _write_json(output_dir / datasets.config.DATASETDICT_JSON_FILENAME, {"splits": list(splits)})
+        for file_name, checksum in publish_split(dataset, output_dir / name, checksum_of, info, format_type).items():
+            written[f"{name}/{file_name}"] = checksum
+    dict_json = datasets.config.DATASETDICT_JSON_FILENAME
+    written[dict_json] = write_json(output_dir / dict_json, {"splits": list(splits)})
+    for folder in stale_split_folders(output_dir, splits):
+        logger.warning("removing %s: split of an earlier run that this run has not", folder)
+        shutil.rmtree(folder)
+    return written
+
+
+def stale_split_folders(output_dir: Path, splits) -> list[Path]:
+    """Folders of `output_dir` that hold a split (a `state.json`) but are none of `splits`."""
+    return [
+        folder
+        for folder in sorted(output_dir.iterdir())
+        if folder.is_dir()
+        and folder.name not in splits
+        and (folder / datasets.config.DATASET_STATE_JSON_FILENAME).is_file()
+    ]
