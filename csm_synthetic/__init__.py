@@ -27,6 +27,10 @@ _EXPORTS = {
     "Turn": "corpus",
     "read_corpus": "corpus",
     "split_of": "splits",
+    "DatasetSource": "sources",
+    "FolderSource": "sources",
+    "ManifestSource": "sources",
+    "input_source": "sources",
 }
 __all__ = sorted(_EXPORTS)
 

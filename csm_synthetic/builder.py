@@ -3,6 +3,8 @@
     builder = CsmSynthetic(data_dir="synthetic-dataset", config_name="en", cache_dir="cache")
     builder.download_and_prepare()
     dataset = builder.as_dataset()  # DatasetDict of train / validation / test
+    # any other source of turns (`csm_synthetic.sources`): the same features, splits and problem kinds
+    builder = CsmSynthetic(source=ManifestSource("turns.jsonl"), config_name="all", cache_dir="cache")
 
 The Arrow cache holds the audio *paths* (plus text and metadata), never a copy of the audio, so
 preparing reads only script files and audio headers. Reading the `audio` column through `datasets`
@@ -12,31 +14,20 @@ decodes with torchcodec (needs FFmpeg); pipelines that must not depend on FFmpeg
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import datasets
 
 from .audio import DEFAULT_SAMPLING_RATE
-from .corpus import (
-    ALL_LANGUAGES,
-    SEGMENTS_DIR,
-    Conversation,
-    Corpus,
-    conversation_id_of,
-    find_conversation_dirs,
-    find_language_dirs,
-    read_corpus,
-    segments_entries,
-)
+from .corpus import ALL_LANGUAGES, Conversation, Corpus
 from .errors import InputError
 from .settings import CorpusSettings
+from .sources import CorpusSource, FolderSource, corpus_fingerprint  # noqa: F401 (corpus_fingerprint: re-exported)
 from .splits import SPLITS
 
-_VERSION = datasets.Version("1.0.0")  # bump when the rows this builder writes change meaning
+_VERSION = datasets.Version("1.1.0")  # bump when the rows this builder writes change meaning
 
 
 class TurnFeatures(datasets.Features):
@@ -63,57 +54,39 @@ def turn_features(sampling_rate: int = DEFAULT_SAMPLING_RATE) -> datasets.Featur
             "audio": datasets.Audio(sampling_rate=sampling_rate, num_channels=1),
             "language": datasets.Value("string"),
             "duration": datasets.Value("float32"),
+            # a span of the audio file, in seconds (null: the file's start or end); decoders read only the span
+            "start": datasets.Value("float64"),
+            "end": datasets.Value("float64"),
         }
     )
 
 
 @dataclass
 class CsmSyntheticConfig(datasets.BuilderConfig):
-    """`name` is a language folder or `all`; `settings` shape the rows and splits."""
+    """`name` is a language (a folder of a corpus root, or a language of the rows) or `all`; `source` is where
+    the turns come from; `settings` shape the rows and splits."""
 
     settings: CorpusSettings = field(default_factory=CorpusSettings)
+    source: CorpusSource | None = None
 
     @property
     def languages(self) -> list[str] | None:
         return None if self.name == ALL_LANGUAGES else [self.name]
 
 
-def available_configs(data_dir: str | os.PathLike) -> list[str]:
-    """`all` plus one config per language folder of the corpus."""
-    return [ALL_LANGUAGES] + [path.name for path in find_language_dirs(Path(data_dir))]
+def as_source(source: CorpusSource | str | os.PathLike) -> CorpusSource:
+    """A source, or a corpus folder (`FolderSource`)."""
+    return source if isinstance(source, CorpusSource) else FolderSource(str(source))
 
 
-def corpus_fingerprint(data_dir: str | os.PathLike, languages: list[str] | None) -> str:
-    """Hash of what the reader reads: each conversation's id and the path, size and mtime of every entry of its
-    `segments/` (behind links: their targets'), found by the reader's own traversal.
-
-    A changed corpus gets a fresh cache, not a stale one, also where the change is behind a symbolic link;
-    files that are no part of a conversation (an output or cache folder inside the corpus root, `_meta/`)
-    change nothing. Languages enter through the conversation ids: a language folder without a conversation
-    yields no rows.
-    """
-    root = Path(data_dir)
-    hasher = hashlib.sha256()
-    conversation_dirs, _ = find_conversation_dirs(root, languages)
-    for conversation_dir in conversation_dirs:
-        conversation_id = conversation_id_of(conversation_dir, root)
-        hasher.update(f"{conversation_id}\n".encode())
-        try:
-            entries = segments_entries(conversation_dir / SEGMENTS_DIR)
-        except OSError:
-            entries = []  # the reader reports the conversation unreadable: no rows
-        for entry in entries:
-            try:
-                stat = entry.stat()  # follows links
-                size, mtime = stat.st_size, stat.st_mtime_ns
-            except OSError:  # a broken link: the reader reports it
-                size = mtime = -1
-            hasher.update(f"{conversation_id}/{SEGMENTS_DIR}/{entry.name}\0{size}\0{mtime}\n".encode())
-    return hasher.hexdigest()[:16]
+def available_configs(source: CorpusSource | str | os.PathLike) -> list[str]:
+    """`all` plus one config per language of the source (for a corpus folder: per language folder)."""
+    return [ALL_LANGUAGES] + as_source(source).languages()
 
 
 class CsmSynthetic(datasets.GeneratorBasedBuilder):
-    """Turns of a synthetic two-speaker conversational corpus (see CORPUS.md for the layout)."""
+    """Turns of a two-speaker conversational corpus: a folder in the layout of CORPUS.md (`data_dir`), or any
+    `source` of `csm_synthetic.sources` (a manifest, a `datasets` dataset of turns)."""
 
     BUILDER_CONFIG_CLASS = CsmSyntheticConfig
     VERSION = _VERSION
@@ -122,28 +95,32 @@ class CsmSynthetic(datasets.GeneratorBasedBuilder):
         self,
         *args,
         data_dir: str | os.PathLike | None = None,
+        source: CorpusSource | None = None,
         config_name: str | None = None,
         settings: CorpusSettings | None = None,
         **kwargs,
     ):
-        if data_dir is None:
-            raise InputError("CsmSynthetic needs data_dir=<the corpus folder>")
-        if not Path(data_dir).is_dir():
-            raise InputError(f"corpus folder {str(data_dir)!r} does not exist or is not a folder")
+        if (data_dir is None) == (source is None):
+            raise InputError("CsmSynthetic needs data_dir=<the corpus folder> or source=<a corpus source>")
+        source = source or FolderSource(str(data_dir))
+        source.check()
         config_name = config_name or ALL_LANGUAGES
-        configs = available_configs(data_dir)
+        configs = available_configs(source)
         if config_name not in configs:
-            raise InputError(f"no language folder {config_name!r} in {str(data_dir)!r}; available configs: {configs}")
+            where = "language folder" if isinstance(source, FolderSource) else "language"
+            raise InputError(f"no {where} {config_name!r} in {source}; available configs: {configs}")
         languages = None if config_name == ALL_LANGUAGES else [config_name]
-        kwargs.setdefault("hash", corpus_fingerprint(data_dir, languages))
+        kwargs.setdefault("hash", source.fingerprint(languages))
         kwargs.setdefault("dataset_name", "csm_synthetic")
         settings = settings or CorpusSettings()  # always given, so equal settings share one cache folder
-        super().__init__(*args, data_dir=str(data_dir), config_name=config_name, settings=settings, **kwargs)
+        if isinstance(source, FolderSource):
+            kwargs["data_dir"] = source.input_dir
+        super().__init__(*args, config_name=config_name, settings=settings, source=source, **kwargs)
 
     @cached_property
     def corpus(self) -> Corpus:
-        """The parsed corpus of this config (scripts and audio headers), read once per builder."""
-        return read_corpus(self.config.data_dir, self.config.languages, self.config.settings.max_turn_seconds)
+        """The parsed corpus of this config (scripts or rows, and audio headers), read once per builder."""
+        return self.config.source.read(self.config.languages, self.config.settings.max_turn_seconds)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
@@ -174,15 +151,21 @@ class CsmSynthetic(datasets.GeneratorBasedBuilder):
                     "audio": {"path": turn.audio_path, "bytes": None},
                     "language": conversation.language,
                     "duration": turn.duration,
+                    "start": turn.start,
+                    "end": turn.end,
                 }
 
 
 def load_turns(
-    data_dir: str | os.PathLike, config_name: str = ALL_LANGUAGES, cache_dir: str | None = None, **settings
+    data_dir: str | os.PathLike | CorpusSource,
+    config_name: str = ALL_LANGUAGES,
+    cache_dir: str | None = None,
+    **settings,
 ) -> datasets.DatasetDict:
-    """Build (or reuse from cache) and return the turn dataset of one config; `settings`: `CorpusSettings` fields."""
+    """Build (or reuse from cache) and return the turn dataset of one config of a corpus folder or source;
+    `settings`: `CorpusSettings` fields."""
     builder = CsmSynthetic(
-        data_dir=data_dir, config_name=config_name, cache_dir=cache_dir, settings=CorpusSettings(**settings)
+        source=as_source(data_dir), config_name=config_name, cache_dir=cache_dir, settings=CorpusSettings(**settings)
     )
     builder.download_and_prepare()
     return builder.as_dataset()

@@ -44,6 +44,32 @@ def add_corpus_arguments(parser, sampling_rate: bool = True) -> None:
         )
 
 
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say where the turns come from: exactly one of a corpus folder, a manifest, a dataset."""
+    group = parser.add_argument_group("input (exactly one of --input_dir, --input_manifest, --input_dataset)")
+    sources = group.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--input_dir", help="a corpus root in the layout of CORPUS.md (language folders inside)")
+    sources.add_argument(
+        "--input_manifest",
+        help="a JSONL or CSV file, one row per turn: conversation_id, turn_index, speaker, text, audio (path relative "
+        "to the manifest), optional start/end (seconds into the file), language",
+    )
+    sources.add_argument(
+        "--input_dataset", help="a datasets dataset of turns with the manifest's columns: a Hub id or a local folder"
+    )
+    group.add_argument("--input_config", help="the config of --input_dataset")
+    group.add_argument(
+        "--columns",
+        help="--input_dataset's names for our columns, e.g. conversation_id=episode,turn_index=idx,audio=clip",
+    )
+
+
+def input_arguments(arguments: argparse.Namespace) -> dict:
+    """The values of `add_input_arguments`' flags, by name (for `csm_synthetic.sources.input_source`)."""
+    names = ("input_dir", "input_manifest", "input_dataset", "input_config", "columns")
+    return {name: getattr(arguments, name) for name in names}
+
+
 def corpus_settings(arguments: argparse.Namespace) -> CorpusSettings:
     """The `CorpusSettings` of parsed arguments (fields without a flag keep their defaults)."""
     return CorpusSettings(**{name: getattr(arguments, name) for name in CorpusSettings.names() if hasattr(arguments, name)})

@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
+from .audio import span_frames
 from .errors import InputError
 
 SCRIPT_NAME = "vibevoice-podcast-script.txt"
@@ -67,6 +68,15 @@ class ProblemKind:
     NON_FINITE_AUDIO = "non_finite_audio"
     OUT_OF_RANGE_AUDIO = "out_of_range_audio"
     SPECIAL_TOKEN_IN_TEXT = "special_token_in_text"
+    # turn rows of a manifest or a `datasets` dataset (`csm_synthetic.turn_rows`)
+    MALFORMED_ROW = "malformed_row"
+    UNKNOWN_SPEAKER = "unknown_speaker"
+    MISSING_TURN = "missing_turn"
+    MISSING_AUDIO = "missing_audio"
+    BAD_SPAN = "bad_span"
+    SPAN_PAST_END = "span_past_end"
+    OVERLAPPING_SPAN = "overlapping_span"
+    MIXED_LANGUAGES = "mixed_languages"
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,9 @@ class Turn:
     audio_path: str
     sampling_rate: int
     channels: int
-    frames: int
+    frames: int  # of the turn: its span's when it is a span of the file
+    start: float | None = None  # seconds into the file where the turn starts (None: the file's start)
+    end: float | None = None  # seconds into the file where it ends (None: the file's end)
 
     @property
     def duration(self) -> float:
@@ -377,35 +389,69 @@ def pair_script_with_audio(
 def read_turn(
     index: int, line: ScriptLine, audio: AudioFile, conversation_id: str, max_turn_seconds: float
 ) -> tuple[Turn | None, Problem | None]:
-    """Build a turn from its header; a bad turn gives (None, problem)."""
+    """Build a turn from its script line and its audio file's header; a bad turn gives (None, problem)."""
+    if not line.text:
+        return None, Problem(conversation_id, index, ProblemKind.EMPTY_TEXT, f"script line {index + 1} has no text")
+    return turn_from_header(
+        conversation_id, index, line.speaker_number - 1, line.text, audio.path, audio.path.name, max_turn_seconds
+    )
+
+
+def turn_from_header(
+    conversation_id: str,
+    index: int,
+    speaker: int,
+    text: str,
+    path: str | os.PathLike,
+    name: str,
+    max_turn_seconds: float,
+    start: float | None = None,
+    end: float | None = None,
+) -> tuple[Turn | None, Problem | None]:
+    """A turn whose audio is the file at `path` (the span `start`-`end` seconds of it when given), checked from
+    the file's header: a bad turn gives (None, problem). `name` names the audio in messages."""
 
     def bad(kind: str, message: str) -> tuple[None, Problem]:
         return None, Problem(conversation_id, index, kind, message)
 
-    if not line.text:
-        return bad(ProblemKind.EMPTY_TEXT, f"script line {index + 1} has no text")
     try:
-        info = sf.info(str(audio.path))
+        info = sf.info(str(path))
     except (RuntimeError, OSError, sf.LibsndfileError) as error:
-        return bad(ProblemKind.UNREADABLE_AUDIO, f"cannot read {audio.path.name}: {error}")
+        if not os.path.exists(path):
+            return bad(ProblemKind.MISSING_AUDIO, f"{name}: no such file")
+        return bad(ProblemKind.UNREADABLE_AUDIO, f"cannot read {name}: {error}")
     if info.frames <= 0 or info.samplerate <= 0:
-        return bad(ProblemKind.EMPTY_AUDIO, f"{audio.path.name} holds no audio")
-    duration = info.frames / info.samplerate
+        return bad(ProblemKind.EMPTY_AUDIO, f"{name} holds no audio")
+    first, stop = span_frames(start, end, info.samplerate, info.frames)
+    if stop > info.frames:
+        return bad(
+            ProblemKind.SPAN_PAST_END,
+            f"{name}: the span {describe_span(start, end)} ends past the end of the file ({info.frames / info.samplerate:.3f} s)",
+        )
+    if stop - first <= 0:
+        return bad(ProblemKind.BAD_SPAN, f"{name}: the span {describe_span(start, end)} holds no audio")
+    duration = (stop - first) / info.samplerate
     if duration > max_turn_seconds:
         return bad(
             ProblemKind.TOO_LONG_AUDIO,
-            f"{audio.path.name} lasts {duration:.1f} s, more than the {max_turn_seconds:g} s allowed for a turn",
+            f"{name} lasts {duration:.1f} s, more than the {max_turn_seconds:g} s allowed for a turn",
         )
     turn = Turn(
         index=index,
-        speaker=line.speaker_number - 1,
-        text=line.text,
-        audio_path=str(audio.path),
+        speaker=speaker,
+        text=text,
+        audio_path=str(path),
         sampling_rate=int(info.samplerate),
         channels=int(info.channels),
-        frames=int(info.frames),
+        frames=int(stop - first),
+        start=start,
+        end=end,
     )
     return turn, None
+
+
+def describe_span(start: float | None, end: float | None) -> str:
+    return f"{'start' if start is None else f'{start:g}'}-{'end' if end is None else f'{end:g}'} s"
 
 
 def truncation(conversation_id: str, first_dropped: int, num_turns: int) -> Problem:

@@ -2,36 +2,111 @@
 
     summary = inspect_corpus("synthetic-dataset")       # a plain, JSON-ready dict
     print(format_summary(summary))
+    summary = inspect_corpus("synthetic-dataset", measures=True)   # + the distributions of the quality measures
 
-Only what `read_corpus` reads is read (scripts and audio headers), so a corpus of many hours is
+Only what the reader reads is read (scripts or rows, and audio headers), so a corpus of many hours is
 summarised in seconds. Splits come from `split_of`, the rule the builder uses, so the numbers here are
-the numbers of the dataset that `CsmSynthetic` builds with the same fractions.
+the numbers of the dataset that `CsmSynthetic` builds with the same fractions. With `measures`, every turn
+is decoded (at its file's own rate) and measured as the prepare steps measure it (`csm_synthetic.measures`):
+per language, the distributions of duration, speaking rate, edge silence, clipping and level that the
+quality checks of `prepare_dataset_for_training.py` judge, so thresholds can be chosen before preparing.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from .corpus import Corpus, ProblemKind, Turn, read_corpus
+import numpy as np
+
+from .audio import load_audio
+from .corpus import Corpus, ProblemKind, Turn
+from .measures import measure_turn
 from .settings import CorpusSettings
+from .sources import CorpusSource, FolderSource
 from .splits import SPLITS
 
 TOTAL = "total"
 LONGEST_TURNS = 10  # turns listed under "longest_turns"
 PRINTED_PROBLEMS = 20  # problems listed one by one by `format_summary`; the JSON has them all
+# the measures a distribution is shown of, with their units (`csm_synthetic.measures.TurnMeasures`, + duration)
+MEASURES = {
+    "duration": "s",
+    "speaking_rate": "letters/s",
+    "leading_silence": "s",
+    "trailing_silence": "s",
+    "clipped_share": "share",
+    "level_db": "dBFS",
+}
+PERCENTILES = (1, 5, 50, 95, 99)
+HISTOGRAM_BINS = 30
 
 
 def inspect_corpus(
-    input_dir: str | os.PathLike, settings: CorpusSettings = CorpusSettings(), longest_turns: int = LONGEST_TURNS
+    source: CorpusSource | str | os.PathLike,
+    settings: CorpusSettings = CorpusSettings(),
+    longest_turns: int = LONGEST_TURNS,
+    measures: bool = False,
 ) -> dict:
-    """Read the corpus under `input_dir` (headers only) and summarise it; see `summarize_corpus`."""
-    corpus = read_corpus(input_dir, max_turn_seconds=settings.max_turn_seconds)
+    """Read a corpus folder or any source (headers only) and summarise it; see `summarize_corpus`. With
+    `measures`, also decode every turn: `measures` holds the distributions of `measure_distributions`."""
+    source = source if isinstance(source, CorpusSource) else FolderSource(str(source))
+    source.check()
+    corpus = source.read(None, settings.max_turn_seconds)
     summary = summarize_corpus(corpus, settings, longest_turns)
     summary["settings"]["max_turn_seconds"] = settings.max_turn_seconds
+    if measures:
+        summary["measures"] = measure_distributions(measure_corpus(corpus))
     return summary
+
+
+def measure_corpus(corpus: Corpus, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """Every turn decoded (at its file's own rate: resampling changes none of the measures much) and measured:
+    language -> measure (`MEASURES`, + `audio_hash`) -> one value per turn. A turn whose audio cannot be
+    decoded, or holds no or non-finite samples, is left out (the prepare steps report it)."""
+    from tqdm.auto import tqdm
+
+    found: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for conversation in tqdm(corpus.conversations, desc="Measuring turns", unit="conversation", disable=not progress):
+        for turn in conversation.turns:
+            try:
+                samples = load_audio(turn.audio_path, turn.sampling_rate, turn.start, turn.end)
+            except (RuntimeError, OSError, ValueError, EOFError):
+                continue
+            if not len(samples) or not np.isfinite(samples).all():
+                continue
+            measured = measure_turn(samples, turn.sampling_rate, turn.text)
+            values = found[conversation.language]
+            values["duration"].append(len(samples) / turn.sampling_rate)
+            for name in (*MEASURES, "audio_hash"):
+                if name != "duration":
+                    values[name].append(getattr(measured, name))
+    return {language: {name: np.asarray(v) for name, v in values.items()} for language, values in sorted(found.items())}
+
+
+def measure_distributions(measured: dict[str, dict[str, np.ndarray]]) -> dict:
+    """Per language and measure: count, mean, `PERCENTILES` and a histogram (`edges`, `counts`: what
+    `inspect_corpus.py --plots` draws); and how many turns repeat another turn's audio."""
+    distributions = {}
+    hashes: Counter[str] = Counter()
+    for language, values in measured.items():
+        distributions[language] = {
+            name: {
+                "unit": unit,
+                "count": int(values[name].size),
+                "mean": round(float(values[name].mean()), 4),
+                **{f"p{q}": round(float(np.percentile(values[name], q)), 4) for q in PERCENTILES},
+                **histogram_of(values[name]),
+            }
+            for name, unit in MEASURES.items()
+        }
+        hashes.update(values["audio_hash"].tolist())
+    return {
+        "by_language": distributions,
+        "repeated_audio_turns": sum(count - 1 for count in hashes.values()),
+    }
 
 
 def summarize_corpus(
@@ -152,6 +227,31 @@ def format_summary(summary: dict, max_problems: int = PRINTED_PROBLEMS) -> str:
         lines.append(f"  {where}: [{problem['kind']}] {problem['problem']}")
     if len(problems) > max_problems:
         lines.append(f"  ... and {len(problems) - max_problems} more (all are in the --json output)")
+    if "measures" in summary:
+        lines.append(format_measures(summary["measures"]))
+    return "\n".join(lines)
+
+
+def histogram_of(values: np.ndarray) -> dict:
+    """`HISTOGRAM_BINS` equal bins from the smallest value to the largest: their `edges` and `counts`."""
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+    return {"edges": [float(edge) for edge in edges], "counts": [int(count) for count in counts]}
+
+
+def format_measures(measures: dict) -> str:
+    """The distributions of `measure_distributions` as a table per language."""
+    lines = ["", "quality measures (every turn decoded):",
+             f"{'language':<10}{'measure':<18}{'unit':<11}{'turns':>7}" + "".join(f"{f'p{q}':>10}" for q in PERCENTILES)]
+    for language, by_measure in measures["by_language"].items():
+        for name, numbers in by_measure.items():
+            lines.append(
+                f"{language:<10}{name:<18}{numbers['unit']:<11}{numbers['count']:>7}"
+                + "".join(f"{numbers[f'p{q}']:>10.4g}" for q in PERCENTILES)
+            )
+    lines.append(f"turns repeating another turn's audio exactly: {measures['repeated_audio_turns']}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,8 @@ def loaded_after(code: str) -> dict[str, bool]:
 
 @pytest.mark.parametrize(
     "module", ["csm_synthetic", "csm_synthetic.corpus", "csm_synthetic.builder", "csm_synthetic.inspect",
-               "csm_synthetic.cli", "csm_synthetic.folders", "csm_synthetic.settings", "csm_synthetic.testing.demo"]
+               "csm_synthetic.cli", "csm_synthetic.folders", "csm_synthetic.settings", "csm_synthetic.testing.demo",
+               "csm_synthetic.sources", "csm_synthetic.manifest", "csm_synthetic.dataset_input", "csm_synthetic.measures"]
 )
 def test_the_raw_corpus_layer_loads_neither_transforms_nor_torch(module):
     loaded = loaded_after(f"import {module}")
@@ -43,7 +44,8 @@ def test_the_builder_works_without_loading_the_transforms(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["transforms.core.plan", "transforms.core.samples", "transforms.core.codes",
-                                    "transforms.core.labels", "transforms.core.windows", "transforms.core.csm"])
+                                    "transforms.core.labels", "transforms.core.windows", "transforms.core.csm",
+                                    "transforms.core.quality", "transforms.core.audio_prep", "transforms.core.asr"])
 def test_the_steps_are_free_of_datasets_and_of_heavy_imports_until_used(module):
     loaded = loaded_after(f"import {module}")
     assert not loaded["datasets"] and not loaded["torch"] and not loaded["transformers"], loaded

@@ -16,6 +16,7 @@ from conftest import copy_report_as_written, is_reported, load_script, own_progr
 from csm_synthetic.testing.demo import create_demo_corpus
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
+from transforms.core.quality import QualityChecks
 from transforms.pipeline.options import ARGUMENTS_NAME, REPORT_NAME, PrepareOptions
 from transforms.pipeline.prepare import prepare
 from transforms.pipeline.verify import verify_output
@@ -34,7 +35,8 @@ def faulty_corpus(tmp_path_factory):
 def options_for(corpus_root, output, processor_dir, cache, **overrides):
     values = dict(input_dir=str(corpus_root), output_dir=str(output), model_id=processor_dir, cache_dir=str(cache),
                   max_history=2, batch_size=2, num_proc=1,
-                  corpus=CorpusSettings(validation_fraction=0.2, test_fraction=0.2))
+                  corpus=CorpusSettings(validation_fraction=0.2, test_fraction=0.2),
+                  quality=QualityChecks.off())  # the demo's texts are unrelated to its audio (tests/test_quality.py)
     values.update(overrides)
     return PrepareOptions(**values)
 

@@ -563,7 +563,7 @@ def test_codes_format_a_damaged_shard_is_named_and_repaired(processor_dir, tmp_p
     corpus = tmp_path / "corpus"  # a smaller one: encoding is the slow part
     create_demo_corpus(corpus, languages=("en",), conversations_per_language=4, turns=(2, 3), seconds=(0.2, 0.4))
     build_tiny_codec().save_pretrained(tmp_path / "codec")
-    codes = ["--format", "codes", "--codec_model_id", str(tmp_path / "codec"), "--device", "cpu"]
+    codes = ["--format", "codes", "--codec_model_id", str(tmp_path / "codec"), "--device", "cpu", "--no_quality_checks"]
     arguments = prepare_arguments(corpus, tmp_path / "out", tmp_path / "cache", processor_dir, *codes)
     assert prepare_script.main(arguments) == 0
     shutil.copytree(tmp_path / "out", tmp_path / "clean")  # copies, not links: the damage below stays in "out"

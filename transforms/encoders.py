@@ -287,6 +287,9 @@ class ProcessEncoder:
 def serve_encoder(connection, device: str, settings: EncoderSettings, threads: int) -> None:
     """An encoder process: load the codec on `device`, then answer codec calls until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent decides
+    # Codec calls differ in shape: growable segments spare the allocator's re-allocations (H200: 0.81 -> 0.86
+    # of plain codec.encode's speed). Read when CUDA first allocates, so before the codec loads; a user's wins.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     try:
         import torch
         import transformers

@@ -1,8 +1,9 @@
 """The `datasets` features of every kind of row the transforms make, in one place.
 
-turn rows (the builder's)  --TurnAudio-->  + num_samples, problem_kind, problem [+ audio_codes]
+turn rows (the builder's)  --TurnAudio-->  + num_samples, audio_offset, gain, problem_kind, problem, the quality
+    measures (leading_silence ... speaking_rate, asr_text, cer) [+ audio_codes]
     --group_conversations-->  one row per conversation, per-turn lists
-    --PlanWindows-->  + rendered, message_tokens, window_start, skipped, problems
+    --PlanWindows-->  + rendered, message_tokens, window_start, skipped, problems, quality
     --ContextualSamples / CodesSamples-->  samples (`sample_features` / `codes_sample_features`)
 """
 
@@ -13,6 +14,17 @@ import datasets
 PER_CONVERSATION = ("conversation_id", "language")  # one value per conversation row; every other column is per turn
 CODES = datasets.List(datasets.List(datasets.Value("int16")))  # one turn's codes: (frames, num_codebooks)
 PROCESSOR_ONLY_COLUMNS = ("input_values", "input_values_cutoffs", "labels")
+# `csm_synthetic.measures.TurnMeasures` and the ASR agreement, per turn
+MEASURE_FEATURES = {
+    "leading_silence": datasets.Value("float32"),  # seconds
+    "trailing_silence": datasets.Value("float32"),
+    "clipped_share": datasets.Value("float32"),
+    "level_db": datasets.Value("float32"),
+    "audio_hash": datasets.Value("string"),
+    "speaking_rate": datasets.Value("float32"),  # letters per second of speech
+    "asr_text": datasets.Value("string"),  # with an ASR model only
+    "cer": datasets.Value("float32"),
+}
 
 
 def turn_audio_features(turn_features: datasets.Features, with_codes: bool) -> datasets.Features:
@@ -20,9 +32,12 @@ def turn_audio_features(turn_features: datasets.Features, with_codes: bool) -> d
     audio (null when nothing) and, for codes, its codes (null for a turn with a problem)."""
     features = datasets.Features(dict(turn_features))
     features["audio"] = datasets.Audio(decode=False)
-    features["num_samples"] = datasets.Value("int32")  # at the sampling rate of the samples
+    features["num_samples"] = datasets.Value("int32")  # at the sampling rate of the samples, after trimming
+    features["audio_offset"] = datasets.Value("int32")  # decoded samples trimmed off the start
+    features["gain"] = datasets.Value("float32")  # applied to the samples (loudness normalization; else 1)
     features["problem_kind"] = datasets.Value("string")  # a `ProblemKind`
     features["problem"] = datasets.Value("string")  # the message, naming the file
+    features.update(MEASURE_FEATURES)  # null for a turn with a problem
     if with_codes:
         features["audio_codes"] = CODES
     return features
@@ -51,15 +66,30 @@ def problem_feature() -> datasets.List:
     )
 
 
+def quality_feature() -> datasets.List:
+    """A conversation's failed quality checks (`transforms.core.quality.CheckResult`)."""
+    return datasets.List(
+        {
+            "turn_index": datasets.Value("int32"),
+            "check": datasets.Value("string"),
+            "value": datasets.Value("float64"),
+            "action": datasets.Value("string"),  # flagged or dropped
+            "detail": datasets.Value("string"),
+        }
+    )
+
+
 def planned_features(conversation_features: datasets.Features) -> datasets.Features:
     """Conversation rows with their plan: each turn's rendering, token count and window start (-1: no sample),
-    the turns skipped for their length and the problems of a bad turn before which the conversation is cut."""
+    the turns skipped for their length, the problems of a bad turn before which the conversation is cut, and the
+    failed quality checks of the turns up to it."""
     features = datasets.Features(dict(conversation_features))
     features["rendered"] = datasets.List(datasets.Value("string"))
     features["message_tokens"] = datasets.List(datasets.Value("int32"))
     features["window_start"] = datasets.List(datasets.Value("int32"))
     features["skipped"] = skip_feature()
     features["problems"] = problem_feature()
+    features["quality"] = quality_feature()
     return features
 
 

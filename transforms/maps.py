@@ -23,7 +23,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import datasets
 import numpy as np
@@ -32,11 +32,23 @@ from datasets.fingerprint import Hasher
 from datasets.utils.tqdm import are_progress_bars_disabled
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
+from csm_synthetic.measures import TurnMeasures, measure_turn
 
 from .arrow import samples_table
+from .core.asr import DEFAULT_ASR_BATCH_SIZE
 from .core.audio_checks import TurnFault, check_turn_audio, decoding_fault
+from .core.audio_prep import AudioPreparation, apply_preparation
 from .core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, load_processor
 from .core.plan import ConversationText, plan_conversation, window_start_column, windows_of
+from .core.quality import (
+    DROPPED,
+    CheckResult,
+    ConversationMeasures,
+    CorpusQuality,
+    QualityChecks,
+    character_error_rate,
+    turn_checks,
+)
 from .core.windows import DEFAULT_MAX_TOKENS
 from .features import (
     PER_CONVERSATION,
@@ -52,7 +64,7 @@ MEASURE_BATCH_SIZE = 64  # turns per map batch when only measuring
 PLAN_BATCH_SIZE = 16  # conversations per map batch of the plan
 WRITER_BATCH_SIZE = 16  # rows of multi-MB audio per Arrow record batch: bounds memory while writing
 CODES_FORMAT_VERSION = "1"  # part of the encoding cache key: bump when the codes of a turn change meaning
-TURN_AUDIO_VERSION = "2"  # part of TurnAudio's cache key: bump when its columns or checks change
+TURN_AUDIO_VERSION = "3"  # part of TurnAudio's cache key: bump when its columns or checks change
 
 
 _IMPORTING_PROCESS = os.getpid()
@@ -90,76 +102,132 @@ def audio_name(audio: dict) -> str:
     return os.path.basename(audio.get("path") or "") or "embedded audio"
 
 
-def read_turn_audio(audio: dict, sampling_rate: int) -> tuple[np.ndarray | None, TurnFault | None]:
-    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes), and
-    their fault (None when fine). Bad audio is a fault, never an exception: the conversation gets cut there."""
+def read_turn_audio(
+    audio: dict, sampling_rate: int, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray | None, TurnFault | None]:
+    """A turn's samples at `sampling_rate` from the row's audio reference (a path or embedded bytes; the span
+    `start`-`end` seconds of it when given), and their fault (None when fine). Bad audio is a fault, never an
+    exception: the conversation gets cut there."""
     try:
-        samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate)
+        samples = load_audio(audio["bytes"] if audio.get("bytes") else audio["path"], sampling_rate, start, end)
     except (RuntimeError, OSError, ValueError, EOFError) as error:  # soundfile: several types for one cause
         return None, decoding_fault(audio_name(audio), error)
     return samples, check_turn_audio(samples, sampling_rate, audio_name(audio))
 
 
-def fault_columns(faults: Sequence[TurnFault | None]) -> dict[str, list]:
-    """The `problem_kind` / `problem` columns of turns with these faults (null where the audio is fine)."""
-    return {
-        "problem_kind": [None if fault is None else fault.kind for fault in faults],
-        "problem": [None if fault is None else fault.message for fault in faults],
-    }
+def turn_spans(batch: dict[str, list]) -> list[tuple[float | None, float | None]]:
+    """Each turn's (start, end) seconds in its file (None, None: the whole file; also for rows without the columns)."""
+    count = len(batch["audio"])
+    return list(zip(batch.get("start") or [None] * count, batch.get("end") or [None] * count))
 
 
-def decode_turn(audio: dict, sampling_rate: int, where: str) -> np.ndarray:
+def decode_turn(audio: dict, sampling_rate: int, where: str, start: float | None = None, end: float | None = None) -> np.ndarray:
     """The samples of a turn that `TurnAudio` found fine (a fault now means its file changed since)."""
-    samples, fault = read_turn_audio(audio, sampling_rate)
+    samples, fault = read_turn_audio(audio, sampling_rate, start, end)
     if fault is not None:
         raise ValueError(f"{where}: {fault.message} (the file changed while preparing?)")
     return samples
 
 
 @dataclass(frozen=True)
+class PreparedTurn:
+    """What the per-turn step learns from one turn's decoded samples (see `prepare_turn`)."""
+
+    fault: TurnFault | None = None  # None: the audio is fine
+    measures: TurnMeasures | None = None  # the quality measures of the decoded samples (None with a fault)
+    decision: tuple[int, int, np.float32] = (0, 0, np.float32(1.0))  # (offset, num_samples, gain): `AudioPreparation`
+    audio: np.ndarray | None = None  # the prepared samples (None with a fault: nothing to train on)
+
+
+def prepare_turn(
+    audio: dict, span: tuple[float | None, float | None], text: str, sampling_rate: int, preparation: AudioPreparation
+) -> PreparedTurn:
+    """The per-turn work, the same for every format: decode the turn once, check it, measure it, prepare its audio."""
+    samples, fault = read_turn_audio(audio, sampling_rate, *span)
+    if fault is not None:
+        return PreparedTurn(fault)
+    decision = preparation.decide(samples, sampling_rate)
+    return PreparedTurn(None, measure_turn(samples, sampling_rate, text), decision, apply_preparation(samples, *decision))
+
+
+@dataclass(frozen=True)
 class TurnAudio:
-    """`.map` transform over turn rows (batched): adds `num_samples`, `problem_kind` and `problem` (null when
-    the audio is fine) and, with a codec, `audio_codes` (null for a turn with a problem: it is not encoded).
+    """`.map` transform over turn rows (batched), where each turn is decoded once (`prepare_turn`). Adds:
+
+    - `num_samples`, `audio_offset`, `gain`: the turn's prepared audio (`AudioPreparation`: edge silence trimmed,
+      loudness normalized) as a part of its decoded samples, times a gain;
+    - `problem_kind` and `problem` (null when the audio is fine);
+    - the quality measures (`csm_synthetic.measures.measure_turn`) and, with an ASR model, `asr_text` and `cer`;
+    - with a codec, `audio_codes` of the prepared audio (null for a turn with a problem: it is not encoded).
 
     With a codec, the turns of a map batch (a window of `ENCODE_WINDOW` turns) are encoded together by the
     encoder pool of `transforms.encoders`: codec calls of turns sorted by length, on every device of
-    `devices`, their audio read ahead in threads.
+    `devices`, each turn prepared (`prepare_turn`) ahead in threads. Both formats get the same columns from the
+    same per-turn work.
     """
 
     sampling_rate: int = DEFAULT_SAMPLING_RATE
     codec_model_id: str | None = None  # None: only measure
-    devices: str = "auto"  # a --devices value: where the codec runs
+    devices: str = "auto"  # a --devices value: where the codec (and the ASR model, on the first) runs
     budget_seconds: float | None = None  # padded audio per codec call (None: the device type's default)
     max_batch_turns: int | None = None  # turns per codec call at most (None: the budget decides)
     allow_tf32: bool = False  # TF32 matmuls and convolutions on a GPU: faster, more near-tie codes flip
+    preparation: AudioPreparation = AudioPreparation()
+    asr_model_id: str | None = None
+    asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
 
     def __call__(self, batch: dict[str, list]) -> dict:
         one_torch_thread_in_forked_workers()
-        audio = batch["audio"]  # each column taken once, here: a map batch formats columns lazily, not thread-safely
-        faults: list[TurnFault | None] = [None] * len(audio)
+        # each column taken once, here: a map batch formats columns lazily, not thread-safely
+        audio, spans, texts = batch["audio"], turn_spans(batch), batch["text"]
+        turns: list[PreparedTurn] = [PreparedTurn()] * len(audio)
+        keep_audio = self.asr_model_id is not None  # the ASR pass needs the prepared audio after the codec's
 
         def read(row: int) -> np.ndarray | None:
-            """Turn `row`'s samples, or None when they cannot be trained on (its fault is kept in `faults`)."""
-            samples, faults[row] = read_turn_audio(audio[row], self.sampling_rate)
-            return None if faults[row] else samples
+            """Turn `row`'s prepared samples, or None when they cannot be trained on (its fault is in `turns`)."""
+            turn = prepare_turn(audio[row], spans[row], texts[row], self.sampling_rate, self.preparation)
+            turns[row] = turn if keep_audio else replace(turn, audio=None)
+            return turn.audio
 
+        codes = None
         if self.codec_model_id is None:
-            lengths = [0 if samples is None else len(samples) for samples in map(read, range(len(audio)))]
-            columns = {"num_samples": np.array(lengths, dtype=np.int32)}
+            for row in range(len(audio)):
+                read(row)
         else:
-            num_samples, codes = self.encode(read, batch["duration"])
-            columns = {"num_samples": num_samples.astype(np.int32), "audio_codes": codes}
-        return {**columns, **fault_columns(faults)}
+            codes = self.encode(read, batch["duration"])
+        columns = turn_columns(turns)
+        columns.update(self.asr_columns([turn.audio for turn in turns], texts))
+        if codes is not None:
+            columns["audio_codes"] = codes
+        return columns
 
-    def encode(self, read, durations: list[float]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        """Each turn's length and codes (None where `read` gives no audio). The codec calls are planned from the
-        headers' durations, so no audio is read before its call is near; reading runs in threads."""
+    def asr_columns(self, audios: list[np.ndarray | None], texts: list[str]) -> dict[str, list]:
+        """`asr_text` and `cer` of each turn (null without an ASR model, and for a turn with a problem)."""
+        transcripts: list[str | None] = [None] * len(audios)
+        if self.asr_model_id is not None:
+            from .core.asr import load_asr, transcribe
+            from .encoders import resolve_devices
+
+            present = [row for row, audio in enumerate(audios) if audio is not None]
+            asr = load_asr(self.asr_model_id, resolve_devices(self.devices, single=True)[0])
+            for row, text in zip(present, transcribe(asr, [audios[row] for row in present], self.sampling_rate,
+                                                      self.asr_batch_size)):
+                transcripts[row] = text
+        return {
+            "asr_text": transcripts,
+            "cer": [None if heard is None else character_error_rate(text, heard) for heard, text in zip(transcripts, texts)],
+        }
+
+    def encode(self, read, durations: list[float]) -> list[np.ndarray | None]:
+        """Each turn's codes (None where `read` gives no audio). The codec calls are planned from the headers'
+        durations, so no audio is read before its call is near; reading runs in threads."""
         from .encoders import encoder_pool
 
         planned_lengths = np.rint(np.asarray(durations, dtype=np.float64) * self.sampling_rate)
-        return encoder_pool(self.encoder_settings()).encode(
+        _, codes = encoder_pool(self.encoder_settings()).encode(
             read, planned_lengths, self.budget_seconds, self.max_batch_turns
         )
+        return codes
 
     def encoder_settings(self):
         from .encoders import EncoderSettings, resolve_devices
@@ -168,16 +236,41 @@ class TurnAudio:
         return EncoderSettings(self.codec_model_id, devices, self.sampling_rate, self.allow_tf32)
 
     def fingerprint(self, turns: datasets.Dataset) -> str:
-        """The cache key: the turns, the rate and the codec's weights (and TF32, which changes codes) - not the
-        devices or the budget, which move codes by float rounding: a run on other devices reuses it."""
-        identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION]
+        """The cache key: the turns, the rate, the preparation and the models' weights (and TF32, which changes
+        codes) - not the devices, the budget or the batch sizes, which move codes by float rounding at most: a run
+        on other devices reuses it."""
+        identity = [turns._fingerprint, self.sampling_rate, TURN_AUDIO_VERSION, self.preparation]
         if self.codec_model_id is not None:
             from .core.codec import codec_identity
 
             identity += [CODES_FORMAT_VERSION, codec_identity(self.codec_model_id)]
             if self.allow_tf32:
                 identity.append("tf32")
+        if self.asr_model_id is not None:
+            from .core.codec import codec_identity  # a model's identity: Hub id, or a folder's files
+
+            identity += ["asr", codec_identity(self.asr_model_id)]
         return Hasher.hash(identity)
+
+
+def turn_columns(turns: list[PreparedTurn]) -> dict[str, list | np.ndarray]:
+    """The per-turn step's columns of each turn but the codes and the ASR's: its prepared audio, fault, measures."""
+    return {
+        "num_samples": np.array([turn.decision[1] for turn in turns], dtype=np.int32),
+        "audio_offset": np.array([turn.decision[0] for turn in turns], dtype=np.int32),
+        "gain": np.array([turn.decision[2] for turn in turns], dtype=np.float32),
+        "problem_kind": [None if turn.fault is None else turn.fault.kind for turn in turns],
+        "problem": [None if turn.fault is None else turn.fault.message for turn in turns],
+        **measure_columns([turn.measures for turn in turns]),
+    }
+
+
+def measure_columns(measures: list[TurnMeasures | None]) -> dict[str, list]:
+    """The measures of each turn as columns (null for a turn with a problem)."""
+    return {
+        name: [None if found is None else getattr(found, name) for found in measures]
+        for name in TurnMeasures.__dataclass_fields__
+    }
 
 
 def map_turn_audio(turns: datasets.Dataset, transform: TurnAudio, desc: str) -> datasets.Dataset:
@@ -288,23 +381,32 @@ def rows_of(batch: dict[str, list]) -> Iterator[dict]:
 
 @dataclass(frozen=True)
 class PlanWindows:
-    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip, and
-    the `problems` of the first bad turn (audio fault or special tokens in its text), where it cuts the
-    conversation (`plan_conversation`)."""
+    """`.map` transform over conversation rows with `num_samples` (batched): each turn's window or skip, the
+    `problems` of the first bad turn (audio fault, special tokens in its text, or a quality check that drops it),
+    where it cuts the conversation (`plan_conversation`), and the failed quality checks up to there (`quality`).
+
+    `checks` (None: none) and `corpus` (the corpus decisions: medians, repeated audio) are parameters, so the
+    cache of a plan is keyed by them."""
 
     model_id: str = DEFAULT_MODEL_ID
     max_history: int | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
+    sampling_rate: int = DEFAULT_SAMPLING_RATE
+    checks: QualityChecks | None = None
+    corpus: CorpusQuality = CorpusQuality()
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         processor = load_processor(self.model_id)
         columns: dict[str, list] = {
-            "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": []
+            "rendered": [], "message_tokens": [], "window_start": [], "skipped": [], "problems": [], "quality": []
         }
+        first_with = self.corpus.first_with()
         for row in rows_of(batch):
             conversation = conversation_text(row)
+            results = self.quality_results(row, first_with)
+            faults = with_dropped_turns(audio_faults(row), results, len(conversation.texts))
             plan = plan_conversation(
-                processor, conversation, row["num_samples"], self.max_history, self.max_tokens, audio_faults(row)
+                processor, conversation, row["num_samples"], self.max_history, self.max_tokens, faults
             )
             columns["rendered"].append(plan.rendered)
             columns["message_tokens"].append(plan.message_tokens)
@@ -320,7 +422,54 @@ class PlanWindows:
                     for skip in plan.skips
                 ]
             )
+            columns["quality"].append(quality_records(conversation, results, plan))
         return columns
+
+    def quality_results(self, row: dict, first_with: dict[str, tuple[str, int]]) -> list[CheckResult]:
+        if self.checks is None:
+            return []
+        return turn_checks(conversation_measures(row), self.checks, self.corpus, self.sampling_rate, first_with)
+
+
+def conversation_measures(row: dict) -> ConversationMeasures:
+    """A conversation row's measured columns (`TurnAudio`'s)."""
+    return ConversationMeasures(
+        conversation_id=row["conversation_id"],
+        language=row["language"],
+        turn_indices=row["turn_index"],
+        texts=row["text"],
+        num_samples=row["num_samples"],
+        cer=row.get("cer") or (),
+        **{name: row[name] for name in TurnMeasures.__dataclass_fields__},
+    )
+
+
+def with_dropped_turns(
+    faults: list[TurnFault | None], results: list[CheckResult], num_turns: int
+) -> list[TurnFault | None]:
+    """Each turn's fault, a dropping check (its first) becoming the fault of a turn that has none."""
+    merged = list(faults) if faults else [None] * num_turns
+    for result in results:
+        if result.action == DROPPED and merged[result.position] is None:
+            merged[result.position] = TurnFault(result.check, result.message)
+    return merged
+
+
+def quality_records(conversation: ConversationText, results: list[CheckResult], plan) -> list[dict]:
+    """The failed checks of the turns before the cut, and the check that cut, as rows of the `quality` column."""
+    cut = len(plan.steps)
+    cut_by = {problem.kind for problem in plan.problems}
+    return [
+        {
+            "turn_index": conversation.turn_indices[result.position],
+            "check": result.check,
+            "value": result.value,
+            "action": result.action,
+            "detail": result.message,
+        }
+        for result in results
+        if result.position < cut or (result.position == cut and result.check in cut_by)
+    ]
 
 
 def plan_conversations(
@@ -349,8 +498,8 @@ class WindowedSamples:
 
     @property
     def plan(self) -> PlanWindows:
-        """The plan step these samples are built from."""
-        return PlanWindows(self.model_id, self.max_history, self.max_tokens)
+        """The plan step these samples are built from (no quality checks: `PlanWindows.checks`)."""
+        return PlanWindows(self.model_id, self.max_history, self.max_tokens, self.sampling_rate)
 
 
 @dataclass(frozen=True)
@@ -373,7 +522,7 @@ class ContextualSamples(WindowedSamples):
         for row in rows_of(batch):
             conversation = conversation_text(row)
             windows = windows_of(row["window_start"], row["message_tokens"])
-            audios = self.read_audios(conversation, row["audio"], needed_turns(windows))
+            audios = prepared_audios(conversation, row, needed_turns(windows), self.sampling_rate)
             samples += processor_samples(
                 processor,
                 conversation,
@@ -385,12 +534,6 @@ class ContextualSamples(WindowedSamples):
                 self.seed,
             )
         return samples_table(columns_of(samples, self.features()), self.features())
-
-    def read_audios(self, conversation: ConversationText, audio: list[dict], turns: set[int]) -> list:
-        return [
-            decode_turn(reference, self.sampling_rate, conversation.where(position)) if position in turns else None
-            for position, reference in enumerate(audio)
-        ]
 
 
 @dataclass(frozen=True)
@@ -418,6 +561,23 @@ class CodesSamples(WindowedSamples):
                 self.sampling_rate,
             )
         return samples_table(columns_of(samples, self.features()), self.features())
+
+
+def prepared_audios(conversation: ConversationText, row: dict, turns: set[int], sampling_rate: int) -> list:
+    """The prepared samples of the `turns` (positions) of a conversation row, decoded again and prepared as
+    `TurnAudio` decided (`audio_offset`, `num_samples`, `gain`); None for the other turns."""
+    spans = turn_spans(row)
+    return [
+        apply_preparation(
+            decode_turn(row["audio"][position], sampling_rate, conversation.where(position), *spans[position]),
+            row["audio_offset"][position],
+            row["num_samples"][position],
+            row["gain"][position],
+        )
+        if position in turns
+        else None
+        for position in range(len(row["audio"]))
+    ]
 
 
 def needed_turns(windows) -> set[int]:

@@ -239,6 +239,12 @@ def counts_by_kind(items: Sequence[dict], key: str) -> list[tuple[str, int]]:
     return sorted(Counter(item[key] for item in items).items())
 
 
+def quality_counts(report: dict) -> list[tuple[str, int, int]]:
+    """(check, turns dropped, turns flagged) of the prepare report's quality checks (none in older reports)."""
+    counts = report.get("quality", {}).get("counts", {})
+    return [(check, numbers["dropped"], numbers["flagged"]) for check, numbers in sorted(counts.items())]
+
+
 # --- the raw corpus card -------------------------------------------------------------------------
 
 
@@ -359,6 +365,7 @@ class PreparedDescription:
             skipped_reasons=counts_by_kind(report.get("skipped", []), "reason"),
             problem_count=counts.get("problems", len(report.get("problems", []))),
             problem_kinds=counts_by_kind(report.get("problems", []), "kind"),
+            quality_counts=quality_counts(report),
             repo=repo_id or REPO_PLACEHOLDER,
             empty_splits=counts.get("empty_splits", {}),
             example_split="train" if any(split == "train" for _, split in groups) else next(iter(groups))[1],

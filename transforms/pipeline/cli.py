@@ -4,21 +4,36 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import fields
 
-from csm_synthetic.cli import add_corpus_arguments, corpus_settings
+from csm_synthetic.cli import add_corpus_arguments, add_input_arguments, corpus_settings
 
+from ..core.quality import CHECKS, HELP as QUALITY_HELP, QualityChecks
 from ..encoders import DEFAULT_BUDGET_SECONDS
 from .options import ENGINES, FORMATS, PrepareOptions
 
 
-def optional_int(value: str) -> int | None:
-    """'None' (or 'all') means no limit."""
-    if value.lower() in ("none", "all"):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or None, got {value!r}") from None
+def optional(convert, none_words: tuple[str, ...], expected: str):
+    """An argparse type: `convert(value)`, or None for any of `none_words`."""
+
+    def parse(value: str):
+        if value.lower() in none_words:
+            return None
+        try:
+            return convert(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value!r}") from None
+
+    return parse
+
+
+optional_int = optional(int, ("none", "all"), "an integer or None")  # no limit
+optional_float = optional(float, ("none", "off"), "a number or none")  # a check turned off
+
+
+def check_names(value: str) -> tuple[str, ...]:
+    """A comma-separated list of quality checks, or 'all'."""
+    return CHECKS if value.strip() == "all" else tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def default(name: str):
@@ -28,7 +43,7 @@ def default(name: str):
 
 def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     """Every flag of prepare_dataset_for_training.py, on `parser` (defaults shown by `HelpFormatter`)."""
-    parser.add_argument("--input_dir", required=True, help="the corpus root (language folders inside)")
+    add_input_arguments(parser)
     parser.add_argument("--output_dir", required=True, help="where the splits and prepare_report.json go")
     parser.add_argument("--batch_size", type=int, default=default("batch_size"), help="conversations per output shard")
     parser.add_argument(
@@ -46,7 +61,9 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         default=default("max_tokens"),
         help="token budget of a sample; oldest context turns are dropped to fit",
     )
-    parser.add_argument("--language", default=default("language"), help="one language folder, or 'all'")
+    parser.add_argument(
+        "--language", default=default("language"), help="one language (folder, or value of the rows), or 'all'"
+    )
     parser.add_argument(
         "--num_proc", type=int, default=default("num_proc"), help="worker processes per shard (default: all CPU cores)"
     )
@@ -112,11 +129,50 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "about 1.5x faster on an H100, but more frames whose nearest codes nearly tie get another code; "
         "off: full float32",
     )
+    add_quality_arguments(parser)
+
+
+def add_quality_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per `QualityChecks` field (defaults from the dataclass), the ASR check and loudness."""
+    group = parser.add_argument_group(
+        "quality checks (each failed check is counted in the report by reason, with every turn and its measured "
+        "value; a dropped turn cuts its conversation just before it)"
+    )
+    group.add_argument("--no_quality_checks", action="store_true", help="run none of the checks below")
+    for field in fields(QualityChecks):
+        if field.type == "bool" or isinstance(field.default, bool):
+            flag = field.name if not field.default else f"no_{field.name}"
+            group.add_argument(f"--{flag}", dest=field.name, action="store_false" if field.default else "store_true",
+                               help=("turn off the check: " if field.default else "") + QUALITY_HELP[field.name])
+        elif field.name == "flag_only":
+            group.add_argument("--flag_only", type=check_names, default=(), help=QUALITY_HELP[field.name] + " (default: none)")
+        else:
+            group.add_argument(f"--{field.name}", type=optional_float, default=field.default,
+                               help=QUALITY_HELP[field.name])
+    group.add_argument(
+        "--asr_model", default=None,
+        help="a transformers speech-recognition model (Hub id or folder): transcribe every turn (on the GPU when "
+        "present) and check its character error rate against the text (--max_cer)",
+    )
+    group.add_argument("--asr_batch_size", type=int, default=default("asr_batch_size"), help="turns per ASR call")
+    group.add_argument(
+        "--normalize_loudness", type=float, default=None, metavar="LUFS",
+        help="bring every turn to this integrated loudness (e.g. -23; pyloudnorm, the 'quality' extra)",
+    )
+
+
+def quality_checks(arguments: argparse.Namespace) -> QualityChecks:
+    """The `QualityChecks` of parsed flags (`--no_quality_checks`: none)."""
+    if arguments.no_quality_checks:
+        return QualityChecks.off()
+    return QualityChecks(**{field.name: getattr(arguments, field.name) for field in fields(QualityChecks)})
 
 
 def options_from_arguments(arguments: argparse.Namespace) -> PrepareOptions:
     """The options of parsed flags (`PrepareOptions` checks them: an `InputError` names the bad one)."""
-    values = {name: getattr(arguments, name) for name in PrepareOptions.__dataclass_fields__ if name != "corpus"}
+    values = {
+        name: getattr(arguments, name) for name in PrepareOptions.__dataclass_fields__ if name not in ("corpus", "quality")
+    }
     if values["num_proc"] is None:
         values["num_proc"] = os.cpu_count() or 1
-    return PrepareOptions(**values, corpus=corpus_settings(arguments))
+    return PrepareOptions(**values, corpus=corpus_settings(arguments), quality=quality_checks(arguments))

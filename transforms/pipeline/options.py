@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 from csm_synthetic.corpus import ALL_LANGUAGES
 from csm_synthetic.errors import InputError
 from csm_synthetic.settings import CorpusSettings
+from csm_synthetic.sources import CorpusSource, input_source
 
+from ..core.asr import DEFAULT_ASR_BATCH_SIZE
 from ..core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID
+from ..core.quality import QualityChecks
 from ..core.windows import DEFAULT_MAX_TOKENS
 from ..encoders import AUTO, parse_devices
 
@@ -24,14 +26,14 @@ ENGINES = (LOCAL_ENGINE, RAY_ENGINE)  # the engine decides the output's layout: 
 # of the encoding cache key: a resume with another value recomputes the encodings, never mixes them.
 HOW_NOT_WHAT = (
     "output_dir", "num_proc", "cache_dir", "ray_address",
-    "devices", "device", "encode_budget_seconds", "encode_batch_size", "allow_tf32",
+    "devices", "device", "encode_budget_seconds", "encode_batch_size", "allow_tf32", "asr_batch_size",
 )
 
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    input_dir: str
-    output_dir: str
+    input_dir: str | None = None  # exactly one of input_dir, input_manifest, input_dataset
+    output_dir: str = ""
     batch_size: int = 100  # conversations per shard
     max_history: int | None = None
     model_id: str = DEFAULT_MODEL_ID
@@ -49,6 +51,14 @@ class PrepareOptions:
     encode_budget_seconds: float | None = None  # codes format: padded audio per codec call (None: by device type)
     encode_batch_size: int | None = None  # codes format: at most this many turns per codec call (None: no limit)
     allow_tf32: bool = False  # codes format: TF32 on GPUs
+    input_manifest: str | None = None  # a JSONL/CSV manifest of turns
+    input_dataset: str | None = None  # a `datasets` dataset of turns: Hub id or folder
+    input_config: str | None = None  # its config
+    columns: str | None = None  # its column names: "conversation_id=episode,turn_index=idx,..."
+    quality: QualityChecks = field(default_factory=QualityChecks)
+    asr_model: str | None = None  # a transformers speech-recognition model: the ASR agreement check
+    asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
+    normalize_loudness: float | None = None  # target integrated loudness of every turn, LUFS
     engine: str = LOCAL_ENGINE  # local: datasets maps in this process tree; ray: Ray Data on a cluster
     ray_address: str | None = None  # --engine ray: the cluster to join (None: start a local one)
 
@@ -66,6 +76,10 @@ class PrepareOptions:
             raise InputError(f"--engine must be one of {ENGINES} (got {self.engine!r})")
         if self.ray_address is not None and self.engine != RAY_ENGINE:
             raise InputError("--ray_address is for --engine ray: the local engine runs in this process tree")
+        if self.asr_model is not None and self.engine == RAY_ENGINE:
+            raise InputError(
+                "--asr_model runs with --engine local only: --engine ray has no actor pool for an ASR model yet"
+            )
         if self.format not in FORMATS:
             raise InputError(f"--format must be one of {FORMATS} (got {self.format!r})")
         if self.format == CODES_FORMAT and self.depth_decoder_labels_ratio != 1.0:
@@ -83,8 +97,24 @@ class PrepareOptions:
             raise InputError(f"--device takes one device (got {self.device!r}): use --devices for several")
         if self.devices is not None:
             parse_devices(self.devices)
-        if not Path(self.input_dir).is_dir():
-            raise InputError(f"--input_dir {self.input_dir!r} does not exist or is not a folder")
+        if not self.output_dir:
+            raise InputError("--output_dir is required")
+        if self.asr_batch_size < 1:
+            raise InputError(f"--asr_batch_size must be at least 1 (got {self.asr_batch_size})")
+        if self.normalize_loudness is not None:
+            if not -70 <= self.normalize_loudness <= 0:
+                raise InputError(f"--normalize_loudness is a loudness in LUFS, -70 to 0 (got {self.normalize_loudness})")
+            from ..core.audio_prep import require_pyloudnorm
+
+            require_pyloudnorm()
+        self.source.check()
+
+    @property
+    def source(self) -> CorpusSource:
+        """Where the turns come from (`--input_dir`, `--input_manifest` or `--input_dataset`)."""
+        return input_source(
+            self.input_dir, self.input_manifest, self.input_dataset, self.input_config, self.columns, self.cache_dir
+        )
 
     def encoding_devices(self) -> tuple[str, bool]:
         """The devices value to resolve, and whether only its first device is used (`--device`, the one-device form)."""
@@ -94,7 +124,10 @@ class PrepareOptions:
 
     def output_defining(self) -> dict:
         """The arguments that determine the output's rows (a resume must use the same), as flat JSON values."""
-        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus")}
+        values = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in (*HOW_NOT_WHAT, "corpus", "quality")
+        }
         values.update(self.corpus.to_dict())
-        values["input_dir"] = str(Path(self.input_dir).resolve())
+        values.update(self.quality.to_dict())
+        values.update(self.source.arguments())
         return values

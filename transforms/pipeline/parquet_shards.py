@@ -2,15 +2,16 @@
 
     writer = ShardWriter(output_dir, ShardName("train", 0, 3), features, rows_per_group=16)
     writer.add(samples)                   # tables of samples, in the plan's order
-    writer.close(plan)                    # the shard's plans go into the file's footer; renamed into place
+    writer.close(plan, corpus)            # the shard's plans and corpus decisions go into the footer; renamed
 
 - Names: `data/default/<split>-NNNNN-of-MMMMM.parquet`, from the driver's shard plan, never from scheduling.
 - Each shard is written to a hidden `.<name>.partial` and renamed when complete: a file under its final name
   is always whole, so a resume does exactly the shards without one.
 - Bytes depend only on the rows: the features' explicit Arrow schema (with its `huggingface` metadata, so
   `load_dataset` gives the same features), row groups of a fixed number of rows, no timestamps.
-- The footer also carries the shard's plans (`PLAN_KEY`: the report's columns of its conversations) and the
-  Arrow size of its rows, so a resumed run reports the finished shards without redoing them.
+- The footer also carries the shard's plans (`PLAN_KEY`: the report's columns of its conversations), the
+  corpus decisions they were planned with (`CORPUS_KEY`, JSON) and the Arrow size of its rows, so a resumed
+  run reports the finished shards, and plans the missing ones, without measuring the finished ones again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ..export.content import PREPARED_CONFIG
 
 PLAN_KEY = "csm_synthetic.plans"  # base64 of an Arrow IPC stream: the shard's conversations' plans
 NUM_BYTES_KEY = "csm_synthetic.num_bytes"  # the Arrow size of the shard's rows (the card's num_bytes)
+CORPUS_KEY = "csm_synthetic.corpus_decisions"  # JSON: the quality checks' corpus decisions of the plans
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class ShardName:
 class FinishedShard:
     name: ShardName
     plans: pa.Table  # the report's columns, a row per conversation
+    corpus: str  # the corpus decisions the plans were made with (JSON)
     num_rows: int
     num_bytes: int  # Arrow size of the rows
     file_bytes: int
@@ -85,12 +88,14 @@ class ShardWriter:
             self.writer.write_table(rows.slice(0, whole), row_group_size=self.rows_per_group)
         self.pending = [rows.slice(whole)] if whole < rows.num_rows else []
 
-    def close(self, plans: pa.Table) -> FinishedShard:
+    def close(self, plans: pa.Table, corpus: str) -> FinishedShard:
         self.flush(final=True)
-        self.writer.add_key_value_metadata({PLAN_KEY: encode_table(plans), NUM_BYTES_KEY: str(self.num_bytes)})
+        self.writer.add_key_value_metadata(
+            {PLAN_KEY: encode_table(plans), CORPUS_KEY: corpus, NUM_BYTES_KEY: str(self.num_bytes)}
+        )
         self.writer.close()
         os.replace(self.partial, self.path)
-        return FinishedShard(self.name, plans, self.num_rows, self.num_bytes, self.path.stat().st_size)
+        return FinishedShard(self.name, plans, corpus, self.num_rows, self.num_bytes, self.path.stat().st_size)
 
     def abort(self) -> None:
         self.writer.close()
@@ -104,14 +109,20 @@ def read_finished_shard(output_dir: Path, name: ShardName) -> FinishedShard | No
         return None
     metadata = pq.read_metadata(path)
     values = metadata.metadata or {}
-    if PLAN_KEY.encode() not in values:
-        raise ValueError(f"{path} was not written by --engine ray (no {PLAN_KEY} in its footer)")
+    missing = [key for key in (PLAN_KEY, CORPUS_KEY) if key.encode() not in values]
+    if missing:
+        raise ValueError(f"{path} was not written by this version of --engine ray (no {missing[0]} in its footer)")
     plans = decode_table(values[PLAN_KEY.encode()])
-    return FinishedShard(name, plans, metadata.num_rows, int(values[NUM_BYTES_KEY.encode()]), path.stat().st_size)
+    corpus = values[CORPUS_KEY.encode()].decode()
+    return FinishedShard(
+        name, plans, corpus, metadata.num_rows, int(values[NUM_BYTES_KEY.encode()]), path.stat().st_size
+    )
 
 
 def encode_table(table: pa.Table) -> str:
-    return base64.b64encode(ipc_bytes(table)).decode("ascii")
+    """Base64 of the table's Arrow IPC stream, rebuilt from its values first: the IPC bytes of slices of nested
+    columns depend on which rows the slices came from (Ray's blocks), the values do not."""
+    return base64.b64encode(ipc_bytes(pa.Table.from_pylist(table.to_pylist(), schema=table.schema))).decode("ascii")
 
 
 def decode_table(text: bytes) -> pa.Table:

@@ -22,12 +22,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from csm_synthetic.builder import CsmSynthetic
@@ -35,11 +36,14 @@ from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
 from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
 
+from ..core.audio_prep import AudioPreparation
 from ..core.csm import load_processor
+from ..core.quality import CorpusQuality, QualityChecks, corpus_quality
 from ..encoders import EncoderPool, EncoderSettings, close_encoder_pool, resolve_devices, start_encoder_pool
 from ..maps import (
     CodesSamples,
     ContextualSamples,
+    PlanWindows,
     TurnAudio,
     build_samples,
     group_conversations,
@@ -214,7 +218,7 @@ def check_cache_dir(options: PrepareOptions) -> None:
 
 def make_builder(options: PrepareOptions) -> CsmSynthetic:
     return CsmSynthetic(
-        data_dir=options.input_dir, config_name=options.language, cache_dir=options.cache_dir, settings=options.corpus
+        source=options.source, config_name=options.language, cache_dir=options.cache_dir, settings=options.corpus
     )
 
 
@@ -228,9 +232,8 @@ def checked_builder(options: PrepareOptions, fmt: Format) -> CsmSynthetic:
     corpus = builder.corpus
     if not corpus.conversations:
         found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
-        raise InputError(f"no usable conversation found under {options.input_dir!r}{found}")
+        raise InputError(f"no usable conversation found in {options.source}{found}")
     return builder
-
 
 
 # --- the work ------------------------------------------------------------------------------------
@@ -273,17 +276,57 @@ def conversation_shards(turns: datasets.Dataset, conversations_per_shard: int) -
     return [range(start, end) for start, end in zip(bounds, bounds[1:])]
 
 
-def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format, cache: MapCache) -> SplitResult:
-    """One shard of whole conversations through every step; each step's result is cached, and checked before reuse."""
-    transform, turn_audio = fmt.samples(options), fmt.turn_audio(options)
+def turn_audio(options: PrepareOptions, fmt: Format) -> TurnAudio:
+    """The per-turn step of the format, with the audio preparation and the ASR model of the options."""
+    preparation = AudioPreparation(trim_to=options.quality.trim_to, loudness=options.normalize_loudness)
+    return replace(
+        fmt.turn_audio(options),
+        preparation=preparation,
+        asr_model_id=options.asr_model,
+        asr_batch_size=options.asr_batch_size,
+    )
+
+
+def measure_split(
+    turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format, cache: MapCache
+) -> list[datasets.Dataset]:
+    """Each shard of whole conversations through the per-turn step (decoded once, measured; cached)."""
+    transform = turn_audio(options, fmt)
+    shards = conversation_shards(turns, options.batch_size)
+    with tqdm(shards, unit="shard", desc=f"{split}: reading turns") as bar:  # closed (a newline) on any error too
+        return [measure_shard(turns.select(rows), transform, cache) for rows in bar]
+
+
+def measure_shard(turns: datasets.Dataset, transform: TurnAudio, cache: MapCache) -> datasets.Dataset:
     with cache.shard_lock(turns._fingerprint):
-        with_audio = cache.checked(
-            turns, turn_audio.fingerprint(turns), lambda: map_turn_audio(turns, turn_audio, desc="Reading turns")
+        return cache.checked(
+            turns, transform.fingerprint(turns), lambda: map_turn_audio(turns, transform, desc="Reading turns")
         )
+
+
+DECISION_COLUMNS = ["conversation_id", "turn_index", "language", "text", "speaking_rate", "audio_hash"]
+
+
+def corpus_decisions(turn_tables: Iterable[pa.Table], checks: QualityChecks) -> CorpusQuality:
+    """The corpus-level decisions of the checks, from the measured columns (`DECISION_COLUMNS`, a row per turn)
+    of every turn of the corpus, in tables (a pass over Arrow columns, no audio)."""
+    if not (checks.speaking_rate_flag or checks.speaking_rate_drop or checks.duplicate_audio):
+        return CorpusQuality()
+    columns: dict[str, list] = {name: [] for name in DECISION_COLUMNS}
+    for table in turn_tables:
+        for name in DECISION_COLUMNS:
+            columns[name] += table.column(name).to_pylist()
+    return corpus_quality(*(columns[name] for name in DECISION_COLUMNS))
+
+
+def prepare_shard(
+    with_audio: datasets.Dataset, plan: PlanWindows, transform, options: PrepareOptions, cache: MapCache
+) -> SplitResult:
+    """One measured shard of whole conversations planned and built; each step's result is cached, and checked
+    before reuse."""
+    with cache.shard_lock(with_audio._fingerprint):
         conversations = cache.checked(with_audio, "conversations", lambda: group_conversations(with_audio))
-        planned = cache.checked(
-            conversations, transform.plan, lambda: plan_conversations(conversations, transform.plan)
-        )
+        planned = cache.checked(conversations, plan, lambda: plan_conversations(conversations, plan))
         samples = cache.checked(planned, transform, lambda: build_samples(planned, transform, options.num_proc))
     result = SplitResult(planned, samples)
     if len(samples) != result.planned_samples:
@@ -291,15 +334,23 @@ def prepare_shard(turns: datasets.Dataset, options: PrepareOptions, fmt: Format,
     return result
 
 
+def plan_step(options: PrepareOptions, fmt: Format, corpus: CorpusQuality) -> PlanWindows:
+    """The plan of the format's samples, with the quality checks of the options and the corpus decisions."""
+    return replace(fmt.samples(options).plan, checks=options.quality, corpus=corpus)
+
+
 def prepare_split(
-    turns: datasets.Dataset, split: str, options: PrepareOptions, fmt: Format, cache: MapCache
+    measured: list[datasets.Dataset],
+    split: str,
+    options: PrepareOptions,
+    fmt: Format,
+    corpus: CorpusQuality,
+    cache: MapCache,
 ) -> SplitResult:
-    shards = conversation_shards(turns, options.batch_size)
-    results = []
-    with tqdm(total=len(shards), unit="shard", desc=f"{split}") as progress:
-        for rows in shards:
-            results.append(prepare_shard(turns.select(rows), options, fmt, cache))
-            progress.update()
+    transform = fmt.samples(options)
+    plan = plan_step(options, fmt, corpus)
+    with tqdm(measured, unit="shard", desc=f"{split}: building samples") as bar:
+        results = [prepare_shard(with_audio, plan, transform, options, cache) for with_audio in bar]
     return SplitResult.concatenate(results)
 
 
@@ -353,13 +404,21 @@ def write_output(
     setup_seconds = time.perf_counter() - started  # models loaded, corpus read: what every run pays before any audio
     splits = builder.as_dataset()
     with quiet_datasets_progress(), MapCache.of(next(iter(splits.values()))) as cache:
-        results = {split: prepare_split(turns, split, options, fmt, cache) for split, turns in splits.items()}
+        measured = {split: measure_split(turns, split, options, fmt, cache) for split, turns in splits.items()}
+        decisions = corpus_decisions(
+            (shard.data.table for shards in measured.values() for shard in shards), options.quality
+        )
+        results = {
+            split: prepare_split(shards, split, options, fmt, decisions, cache) for split, shards in measured.items()
+        }
     samples = {split: result.samples for split, result in results.items()}
     info, loaded_format = samples_info(options, samples), LOADED_FORMATS[options.format]
     files = {ARGUMENTS_NAME: arguments_checksum,
              **publish_dataset_dict(samples, build_dir, info, loaded_format, cache.checksum)}
 
-    report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds, files)
+    report = build_report(
+        options, builder.corpus, results, time.perf_counter() - started, setup_seconds, files, decisions
+    )
     if encoders is not None:
         report["encoding"] = encoders.stats.to_dict(encoders.settings)
     write_json(build_dir / REPORT_NAME, report, sort_keys=False)

@@ -5,24 +5,33 @@
 The driver (this process) does what is cheap and global, exactly as the local engine: the argument checks,
 the corpus index (scripts and audio headers, `checked_builder`), the splits, the reader's faults and the
 shard plan (`batch_size` conversations per shard, in corpus order). Ray does the audio and the tokens, one
-row per conversation, with the steps of `ray_steps` (the local engine's functions): decoding, checking and
-measuring turns and planning and building samples in CPU tasks; for `--format codes` the codec in an actor
-pool (one actor per GPU, `num_gpus=1`; CPU actors on a cluster without GPUs). Results come back in plan
-order (`preserve_order`) and the driver writes each shard (`parquet_shards`: temp file + rename, bytes that
-depend only on the rows), then the report (`build_report`, as locally) and the dataset card
-(`export.card`, as `push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)` loads it and
-`push_to_hub.py --staged_dir output_dir` publishes it. `--resume` does only the shards without a file.
+row per conversation, with the steps of `ray_steps` (the local engine's functions), in two passes as locally:
+
+1. measure: every turn decoded, checked, measured and its preparation decided (`TurnAudio`, no codec) in CPU
+   tasks; only these columns come back to the driver (no audio: some hundred bytes a turn), which makes the
+   corpus decisions of the quality checks from them (`corpus_decisions`, the local engine's);
+2. build: the plan with the checks and those decisions, and the samples, in CPU tasks; the processor format
+   decodes the turns its windows hold again (as locally), the codes format decodes every fine turn again,
+   prepares it as decided and encodes it in an actor pool (one actor per GPU, `num_gpus=1`; CPU actors on a
+   cluster without GPUs) - the one decode more than the local engine, which encodes in its measuring pass.
+
+Results come back in plan order (`preserve_order`) and the driver writes each shard (`parquet_shards`: temp
+file + rename, bytes that depend only on the rows), then the report (`build_report`, as locally) and the
+dataset card (`export.card`, as `push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)`
+loads it and `push_to_hub.py --staged_dir output_dir` publishes it. `--resume` measures and builds only the
+shards without a file, with the corpus decisions the finished shards carry in their footers.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import datasets
@@ -32,6 +41,7 @@ from tqdm.auto import tqdm
 from csm_synthetic.errors import InputError
 
 from ..arrow import read_ipc
+from ..core.quality import CorpusQuality
 from ..encoders import AUTO, parse_devices
 from ..export.card import SAMPLE_FORMATS, ConfigLayout, PreparedDescription, SplitFiles
 from ..export.content import PREPARED_CONFIG, ordered_splits, training_model_id
@@ -43,12 +53,29 @@ from ..features import (
     sample_features,
     turn_audio_features,
 )
-from ..maps import TurnAudio, group_conversations, quiet_datasets_progress
+from ..maps import group_conversations, quiet_datasets_progress
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
 from .parquet_shards import FinishedShard, ShardName, ShardWriter, read_finished_shard
 from .checksums import file_checksum
-from .prepare import FORMATS, checked_builder, in_output_folder
-from .ray_steps import REPORT_COLUMNS, SAMPLES_COLUMN, BuildSamples, CodecEncoder, ReadTurns
+from .prepare import (
+    DECISION_COLUMNS,
+    FORMATS,
+    checked_builder,
+    corpus_decisions,
+    in_output_folder,
+    plan_step,
+    turn_audio,
+)
+from .ray_steps import (
+    REPORT_COLUMNS,
+    SAMPLES_COLUMN,
+    WHERE_COLUMNS,
+    BuildSamples,
+    CodecEncoder,
+    MeasureTurns,
+    ReadTurns,
+    turn_table,
+)
 from .report import SplitResult, build_report
 from .writer import write_json
 
@@ -175,6 +202,29 @@ def report_schema(turn_features: datasets.Features, with_codes: bool) -> pa.Sche
     return datasets.Features({name: features[name] for name in REPORT_COLUMNS}).arrow_schema
 
 
+def measured_schema(turn_features: datasets.Features) -> pa.Schema:
+    """The Arrow types of the columns the per-turn step adds to a turn (`TurnAudio`'s, without codes)."""
+    features = turn_audio_features(turn_features, with_codes=False)
+    return datasets.Features({name: feature for name, feature in features.items() if name not in turn_features}).arrow_schema
+
+
+def encode_decisions(corpus: CorpusQuality) -> str:
+    return json.dumps(asdict(corpus), sort_keys=True)
+
+
+def decode_decisions(text: str) -> CorpusQuality:
+    values = json.loads(text)
+    return CorpusQuality(*(tuple(map(tuple, values[name])) for name in ("rate_medians", "duplicates")))
+
+
+def saved_decisions(finished: list[FinishedShard]) -> CorpusQuality | None:
+    """The corpus decisions the shards of an earlier run were planned with (None when none was finished)."""
+    saved = {shard.corpus for shard in finished}
+    if len(saved) > 1:
+        raise RuntimeError(f"the finished shards were planned with {len(saved)} different corpus decisions")
+    return decode_decisions(saved.pop()) if saved else None
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -203,14 +253,23 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
     with quiet_datasets_progress():
         plans = [plan_split(split, turns, options.batch_size) for split, turns in builder.as_dataset().items()]
     setup_seconds = time.perf_counter() - started
-    schema = report_schema(builder.info.features, options.format == CODES_FORMAT)
+    turn_features = builder.info.features
     finished = {shard: read_finished_shard(build_dir, shard) for plan in plans for shard in plan.shards}
     todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
+    decisions = saved_decisions([shard for shard in finished.values() if shard is not None])
     if todo:
-        dataset = ray_pipeline(ray, options, [work_rows(plan, shard) for plan, shard in todo], schema, actors)
-        finished.update(write_shards(dataset, options, build_dir, [shard for _, shard in todo]))
+        configure(ray)
+        rows = pa.concat_tables([work_rows(plan, shard) for plan, shard in todo])
+        rows = with_measures(rows, measure_on_ray(ray, options, rows, measured_schema(turn_features)))
+        if decisions is None:  # no shard finished yet: every conversation was measured just now
+            decisions = corpus_decisions([turn_table(rows, DECISION_COLUMNS)], options.quality)
+        schema = report_schema(turn_features, options.format == CODES_FORMAT)
+        dataset = build_on_ray(ray, options, rows, schema, actors, decisions)
+        finished.update(write_shards(dataset, options, build_dir, [shard for _, shard in todo], decisions))
     results = split_results(plans, finished, build_dir, options.format)
-    report = build_report(options, builder.corpus, results, time.perf_counter() - started, setup_seconds)
+    report = build_report(
+        options, builder.corpus, results, time.perf_counter() - started, setup_seconds, corpus_quality=decisions
+    )
     report["ray"] = {
         "codec_actors": None if actors is None else {"count": actors.count, "gpu": actors.on_gpu},
         "shards_written": len(todo),
@@ -229,20 +288,52 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
     return report
 
 
-def ray_pipeline(ray, options: PrepareOptions, blocks: list[pa.Table], schema: pa.Schema, actors: CodecActors | None):
-    """The conversations of the shards to do through the steps; results in plan order."""
+def configure(ray) -> None:
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # the shards are written as their conversations arrive
+    context.execution_options.preserve_order = True  # results in plan order: shards are written as they arrive
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-    rows = pa.concat_tables(blocks)
-    pieces = [rows.slice(start, CONVERSATIONS_PER_BLOCK) for start in range(0, rows.num_rows, CONVERSATIONS_PER_BLOCK)]
-    dataset = ray.data.from_arrow(pieces)
-    samples = FORMATS[options.format].samples(options)
-    rate = options.corpus.target_sampling_rate
+
+
+def blocks_of(ray, rows: pa.Table):
+    """Conversation rows as a Ray dataset of blocks of `CONVERSATIONS_PER_BLOCK` (a CPU task's work each)."""
+    return ray.data.from_arrow(
+        [rows.slice(start, CONVERSATIONS_PER_BLOCK) for start in range(0, rows.num_rows, CONVERSATIONS_PER_BLOCK)]
+    )
+
+
+def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.Schema) -> pa.Table:
+    """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order."""
+    transform = turn_audio(options, FORMATS[PROCESSOR_FORMAT])  # the per-turn step without a codec: both formats
+    dataset = blocks_of(ray, rows).map_batches(
+        MeasureTurns(transform, turn_types), batch_format="pyarrow", batch_size=None, num_cpus=1
+    )
+    measured = []
+    with tqdm(total=rows.num_rows, unit="conversation", desc="Ray: measuring turns") as progress:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            measured.append(batch)
+            progress.update(batch.num_rows)
+    return pa.concat_tables(measured)
+
+
+def with_measures(rows: pa.Table, measured: pa.Table) -> pa.Table:
+    """Conversation rows with the per-turn step's columns of the same conversations (in the same order)."""
+    if not measured.column("conversation_id").equals(rows.column("conversation_id")):
+        raise RuntimeError("Ray returned the measured conversations out of order")
+    for name in measured.column_names:
+        if name not in ("conversation_id", "turn_index", *WHERE_COLUMNS):
+            rows = rows.append_column(name, measured.column(name))
+    return rows
+
+
+def build_on_ray(ray, options: PrepareOptions, rows: pa.Table, schema: pa.Schema, actors: CodecActors | None,
+                 decisions: CorpusQuality):
+    """The second pass: the measured conversations planned (checks, corpus decisions) and built; in plan order."""
+    fmt = FORMATS[options.format]
+    build = BuildSamples(plan_step(options, fmt, decisions), fmt.samples(options), schema)
+    dataset = blocks_of(ray, rows)
     if options.format == PROCESSOR_FORMAT:
-        return dataset.map_batches(
-            BuildSamples(TurnAudio(rate), samples, schema), batch_format="pyarrow", batch_size=None, num_cpus=1
-        )
+        return dataset.map_batches(build, batch_format="pyarrow", batch_size=None, num_cpus=1)
+    rate = options.corpus.target_sampling_rate
     encoder_args = (
         options.codec_model_id, rate, actors.on_gpu, options.encode_budget_seconds, options.encode_batch_size,
         options.allow_tf32,
@@ -258,14 +349,16 @@ def ray_pipeline(ray, options: PrepareOptions, blocks: list[pa.Table], schema: p
             num_gpus=1 if actors.on_gpu else 0,
             num_cpus=actors.num_cpus,
         )
-        .map_batches(BuildSamples(None, samples, schema), batch_format="pyarrow", batch_size=None, num_cpus=1)
+        .map_batches(build, batch_format="pyarrow", batch_size=None, num_cpus=1)
     )
 
 
 def write_shards(
-    dataset, options: PrepareOptions, output_dir: Path, shards: list[ShardName]
+    dataset, options: PrepareOptions, output_dir: Path, shards: list[ShardName], decisions: CorpusQuality
 ) -> dict[ShardName, FinishedShard]:
-    """Each shard's samples, as their conversations arrive in plan order, into its file."""
+    """Each shard's samples, as their conversations arrive in plan order, into its file (the corpus decisions
+    into its footer)."""
+    corpus = encode_decisions(decisions)
     features = SAMPLE_FEATURES[options.format]()
     rows_per_group = ROWS_PER_GROUP[options.format]
     finished, pending = {}, iter(shards)
@@ -277,7 +370,7 @@ def write_shards(
                     where = (batch.column("split")[row].as_py(), batch.column("shard")[row].as_py())
                     if writer is None or where != (shard.split, shard.index):
                         if writer is not None:
-                            finished[shard] = writer.close(pa.concat_tables(plans))
+                            finished[shard] = writer.close(pa.concat_tables(plans), corpus)
                             progress.update()
                         shard = next(pending)
                         if where != (shard.split, shard.index):
@@ -289,7 +382,7 @@ def write_shards(
                     plans.append(batch.select(list(REPORT_COLUMNS)).slice(row, 1))
                     writer.add(read_ipc(batch.column(SAMPLES_COLUMN)[row].as_py()))
             if writer is not None:
-                finished[shard] = writer.close(pa.concat_tables(plans))
+                finished[shard] = writer.close(pa.concat_tables(plans), corpus)
                 writer = None
                 progress.update()
     finally:

@@ -2,16 +2,19 @@
 
 No Ray here: each is a plain callable over a table of conversation rows (`group_conversations`' rows: one
 per conversation, a list per turn), so it runs in any worker that can import this package. Each calls the
-local engine's own steps (`TurnAudio`, `read_turn_audio`, `PlanWindows`, `ContextualSamples` / `CodesSamples`,
-`core.codec`), so both engines make the same rows:
+local engine's own steps (`TurnAudio` -> `prepare_turn`, `prepared_audios`, `PlanWindows`,
+`ContextualSamples` / `CodesSamples`, `core.codec`), so both engines make the same rows. Two passes, as the
+local engine's, because the corpus decisions of the quality checks need every turn's measures before any plan:
 
-    processor format:  BuildSamples(TurnAudio(rate), ContextualSamples(...))       decode, measure, plan, build
-    codes format:      ReadTurns(rate) -> CodecEncoder(...) -> BuildSamples(None, CodesSamples(...))
+    measure (both formats):  MeasureTurns(TurnAudio(...))         decode, check, measure, decide each turn's
+                                                                    preparation; only the columns come back
+    build, processor format: BuildSamples(PlanWindows, ContextualSamples)      plan, decode again, build
+    build, codes format:     ReadTurns(rate) -> CodecEncoder(...) -> BuildSamples(PlanWindows, CodesSamples)
 
 Each conversation leaves `BuildSamples` as one row: where it goes (`split`, `shard`, `position` in the
 shard), its plan (the columns the report reads, `REPORT_COLUMNS`) and its samples as Arrow IPC bytes,
-already in the sample features' explicit types. Bad audio never raises: `read_turn_audio` makes it a
-fault of the turn, which the plan turns into a problem and a cut, as locally.
+already in the sample features' explicit types. Bad audio never raises: `prepare_turn` makes it a fault of
+the turn, which the plan turns into a problem and a cut, as locally.
 """
 
 from __future__ import annotations
@@ -21,14 +24,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..arrow import ipc_bytes
-from ..maps import CodesSamples, ContextualSamples, TurnAudio, fault_columns, read_turn_audio
+from ..features import PER_CONVERSATION
+from ..maps import CodesSamples, ContextualSamples, PlanWindows, TurnAudio, conversation_text, prepared_audios
 
 WHERE_COLUMNS = ("split", "shard", "position")  # where a conversation's samples go in the output
-REPORT_COLUMNS = ("conversation_id", "turn_index", "num_samples", "message_tokens", "window_start", "skipped", "problems")
+REPORT_COLUMNS = (
+    "conversation_id", "turn_index", "num_samples", "message_tokens", "window_start", "skipped", "problems", "quality"
+)
 SAMPLES_COLUMN = "samples"  # a conversation's samples: one Arrow IPC stream
 DECODED_COLUMN = "decoded"  # codes format, between reading and encoding: each turn's samples (null: a bad turn)
+TURN_AUDIO_INPUTS = ("audio", "text", "duration", "start", "end")  # what `TurnAudio` reads of a turn (if present)
 
 
 def turn_offsets(table: pa.Table) -> np.ndarray:
@@ -46,6 +54,16 @@ def per_conversation(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
 def flat_turns(table: pa.Table, name: str) -> list:
     """A per-turn list column of every conversation, flattened to one Python list."""
     return table.column(name).combine_chunks().flatten().to_pylist()
+
+
+def turn_table(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """Columns `names` of conversation rows as a row per turn (a conversation's values repeated on its turns)."""
+    parents = pc.list_parent_indices(table.column("turn_index").combine_chunks())
+    return pa.table({
+        name: table.column(name).combine_chunks().take(parents) if name in PER_CONVERSATION
+        else table.column(name).combine_chunks().flatten()
+        for name in names
+    })
 
 
 def with_turn_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
@@ -72,20 +90,43 @@ def audio_array(audios: Sequence[np.ndarray | None]) -> pa.ListArray:
 
 
 @dataclass(frozen=True)
+class MeasureTurns:
+    """The first pass, CPU: each turn through the local per-turn step (`TurnAudio`: decoded once, checked,
+    measured, its preparation decided; no codec). Returns, per conversation, its id, turns and where it goes,
+    with the step's columns as lists (`turn_types`: their Arrow types) - no audio, so the driver can hold
+    every conversation's."""
+
+    turn_audio: TurnAudio
+    turn_types: pa.Schema  # the types of the columns `turn_audio` returns
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        batch = {name: flat_turns(table, name) for name in TURN_AUDIO_INPUTS if name in table.column_names}
+        columns = self.turn_audio(batch)
+        arrays = {name: pa.array(columns[name], self.turn_types.field(name).type) for name in self.turn_types.names}
+        return with_turn_columns(table.select(["conversation_id", "turn_index", *WHERE_COLUMNS]), arrays)
+
+
+@dataclass(frozen=True)
 class ReadTurns:
-    """Codes format, CPU: each turn's audio decoded once and checked (`read_turn_audio`); adds `num_samples`,
-    `problem_kind`, `problem` and the samples themselves (`DECODED_COLUMN`) for the codec."""
+    """Codes format, CPU: each turn without a fault decoded again and prepared as the first pass decided
+    (`prepared_audios`, as the processor format's samples read theirs), for the codec (`DECODED_COLUMN`)."""
 
     sampling_rate: int
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        reads = [read_turn_audio(audio, self.sampling_rate) for audio in flat_turns(table, "audio")]
-        faults = [fault for _, fault in reads]
-        audios = [None if fault else samples for samples, fault in reads]
-        columns = {name: pa.array(values, pa.string()) for name, values in fault_columns(faults).items()}
-        columns["num_samples"] = pa.array([0 if audio is None else len(audio) for audio in audios], pa.int32())
-        columns[DECODED_COLUMN] = audio_array(audios)
-        return with_turn_columns(table, columns)
+        audios = []
+        for row in table.to_pylist():
+            fine = {position for position, kind in enumerate(row["problem_kind"]) if kind is None}
+            audios += prepared_audios(conversation_text(row), row, fine, self.sampling_rate)
+        return with_turn_columns(table, {DECODED_COLUMN: audio_array(audios)})
+
+
+def decoded_audios(table: pa.Table) -> list[np.ndarray | None]:
+    """`DECODED_COLUMN`'s samples of every turn, as views of its one buffer (None for a turn without)."""
+    turns = table.column(DECODED_COLUMN).combine_chunks().flatten()
+    offsets, values = turns.offsets.to_numpy(), turns.values.to_numpy()
+    valid = turns.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[turn] : offsets[turn + 1]] if valid[turn] else None for turn in range(len(turns))]
 
 
 class CodecEncoder:
@@ -120,7 +161,7 @@ class CodecEncoder:
     def __call__(self, table: pa.Table) -> pa.Table:
         from ..core.codec import codec_batches
 
-        audios = [None if audio is None else np.asarray(audio, np.float32) for audio in flat_turns(table, DECODED_COLUMN)]
+        audios = decoded_audios(table)
         durations = np.asarray(flat_turns(table, "duration"), dtype=np.float64)
         items = np.array([turn for turn, audio in enumerate(audios) if audio is not None], dtype=np.int64)
         planned = np.rint(durations[items] * self.sampling_rate) if len(items) else np.zeros(0)
@@ -159,30 +200,18 @@ def codes_array(codes: Sequence[np.ndarray], width: int) -> pa.ListArray:
 
 @dataclass(frozen=True)
 class BuildSamples:
-    """CPU: the plan and the samples of each conversation (`PlanWindows`, then `ContextualSamples` or
-    `CodesSamples`, one conversation per call as locally); `turn_audio` first measures each turn (processor
-    format: `TurnAudio`, the local per-turn step), None when an earlier step did (codes format)."""
+    """CPU: the plan and the samples of each measured conversation (`PlanWindows` with the quality checks and
+    the corpus decisions, then `ContextualSamples` or `CodesSamples`, one conversation per call as locally)."""
 
-    turn_audio: TurnAudio | None
+    plan: PlanWindows
     samples: ContextualSamples | CodesSamples
     report_schema: pa.Schema  # the types of `REPORT_COLUMNS`
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        if self.turn_audio is not None:
-            measured = self.turn_audio({"audio": flat_turns(table, "audio"), "duration": flat_turns(table, "duration")})
-            table = with_turn_columns(
-                table,
-                {
-                    "num_samples": pa.array(measured["num_samples"], pa.int32()),
-                    "problem_kind": pa.array(measured["problem_kind"], pa.string()),
-                    "problem": pa.array(measured["problem"], pa.string()),
-                },
-            )
         batch = table.to_pydict()
-        batch.update(self.samples.plan(batch))
+        batch.update(self.plan(batch))
         samples = [self.samples({name: [values[row]] for name, values in batch.items()}) for row in range(table.num_rows)]
         columns = {name: pa.array(batch[name], field.type) for name, field in zip(self.report_schema.names, self.report_schema)}
         columns.update({name: table.column(name) for name in WHERE_COLUMNS})
         columns[SAMPLES_COLUMN] = pa.array([ipc_bytes(sample_table) for sample_table in samples], pa.large_binary())
         return pa.table(columns)
-

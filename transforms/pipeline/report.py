@@ -18,6 +18,7 @@ from csm_synthetic.settings import CorpusSettings
 from csm_synthetic.splits import SPLITS
 
 from ..core.plan import windows_of
+from ..core.quality import DROPPED, FLAGGED, CorpusQuality
 from .options import REPORT_NAME, PrepareOptions
 
 PLAN_COLUMNS = ["conversation_id", "num_samples", "message_tokens", "window_start", "skipped"]
@@ -91,6 +92,32 @@ def merged_problems(corpus: Corpus, results: dict[str, SplitResult]) -> tuple[li
     return problems, cut_turns
 
 
+def quality_entries(planned: datasets.Dataset) -> list[dict]:
+    """Every failed quality check of the plans (`conversation_id`, `turn_index`, `check`, `value`, `action`,
+    `detail`)."""
+    entries = []
+    for row in planned.select_columns(["conversation_id", "quality"]).to_list():
+        entries += [{"conversation_id": row["conversation_id"], **entry} for entry in row["quality"]]
+    return entries
+
+
+def quality_report(options: PrepareOptions, results: dict[str, SplitResult], corpus_quality: CorpusQuality) -> dict:
+    """The checks' settings, the corpus decisions, counts by check and action, and every failed check of a turn."""
+    entries = [entry for result in results.values() for entry in quality_entries(result.planned)]
+    entries.sort(key=lambda entry: (entry["conversation_id"], entry["turn_index"]))
+    counts: dict[str, dict[str, int]] = {}
+    for entry in entries:
+        by_action = counts.setdefault(entry["check"], {FLAGGED: 0, DROPPED: 0})
+        by_action[entry["action"]] += 1
+    return {
+        "checks": {**options.quality.to_dict(), "asr_model": options.asr_model,
+                   "normalize_loudness": options.normalize_loudness},
+        "corpus": corpus_quality.to_dict(),
+        "counts": dict(sorted(counts.items())),
+        "turns": entries,
+    }
+
+
 def split_shares(settings: CorpusSettings) -> dict[str, str]:
     """Each split's share of conversations, as the flags set it."""
     validation, test = settings.validation_fraction, settings.test_fraction
@@ -122,6 +149,7 @@ def build_report(
     seconds: float,
     setup_seconds: float,
     files: dict[str, dict] | None = None,
+    corpus_quality: CorpusQuality = CorpusQuality(),
 ) -> dict:
     """The report; `files`: each output file's size and checksum by its path in the output (what verify checks)."""
     skipped, sample_tokens, sample_seconds = [], [], []
@@ -165,6 +193,7 @@ def build_report(
         "problems": problems,
         "skipped": skipped,
         "files": dict(sorted((files or {}).items())),
+        "quality": quality_report(options, results, corpus_quality),
     }
 
 
@@ -188,5 +217,12 @@ def format_summary(report: dict) -> str:
     for problem in report["problems"]:
         kinds[problem["kind"]] = kinds.get(problem["kind"], 0) + 1
     lines += [f"    {kind}: {count}" for kind, count in sorted(kinds.items())]
+    quality = report["quality"]["counts"]
+    dropped = sum(counts[DROPPED] for counts in quality.values())
+    flagged = sum(counts[FLAGGED] for counts in quality.values())
+    lines.append(f"  quality checks: {dropped} dropped (each cuts its conversation), {flagged} flagged")
+    lines += [
+        f"    {check}: {counts[DROPPED]} dropped, {counts[FLAGGED]} flagged" for check, counts in quality.items()
+    ]
     lines.append(f"  report: {report['arguments']['output_dir']}/{REPORT_NAME}")
     return "\n".join(lines)

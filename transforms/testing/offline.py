@@ -304,3 +304,36 @@ def build_tiny_model(
     model = model_class(config)
     randomize_codebooks(model.codec_model, torch.Generator().manual_seed(seed))
     return model
+
+
+def save_tiny_asr(output_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny random CTC speech-recognition model (wav2vec2, 16 kHz, a character vocabulary) with its processor,
+    saved where `transformers.pipeline("automatic-speech-recognition", model=output_dir)` loads it offline.
+
+    Its transcripts are random characters: it tests the plumbing of the ASR check, not its figures."""
+    import json
+
+    from transformers import (
+        Wav2Vec2Config,
+        Wav2Vec2CTCTokenizer,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2ForCTC,
+        Wav2Vec2Processor,
+    )
+
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4}
+    vocab.update({character: len(vocab) + n for n, character in enumerate("abcdefghijklmnopqrstuvwxyz'")})
+    (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), word_delimiter_token="|")
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=16_000, return_attention_mask=True, do_normalize=True)
+    Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(
+        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2, pad_token_id=0,
+    )
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    return folder
