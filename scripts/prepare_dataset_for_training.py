@@ -15,6 +15,7 @@ import sys
 from csm_synthetic.cli import HelpFormatter, command_line, run
 from csm_synthetic.errors import ExitCode
 from transforms.pipeline.cli import add_prepare_arguments, options_from_arguments
+from transforms.pipeline.options import RAY_ENGINE
 
 EPILOG = f"""\
 exit status: 0 done, {ExitCode.USAGE} bad arguments or input (before any work), another run holding --output_dir, or
@@ -25,8 +26,11 @@ gives the command that continues: the same one with --resume (what is finished i
 
 def prepare(arguments: argparse.Namespace) -> None:
     options = options_from_arguments(arguments)  # argument errors answer before the heavy imports
-    options.start_encoders()  # codes format: their start-up overlaps the imports below
-    from transforms.pipeline.prepare import prepare  # transformers, datasets: after the arguments are checked
+    if options.engine == RAY_ENGINE:  # transformers, datasets (and ray): after the arguments are checked
+        from transforms.pipeline.ray_engine import prepare_on_ray as prepare
+    else:
+        options.start_encoders()  # codes format: their start-up overlaps the imports below
+        from transforms.pipeline.prepare import prepare
     from transforms.pipeline.report import format_summary
 
     print(format_summary(prepare(options, resume=arguments.resume, overwrite=arguments.overwrite)))

@@ -255,3 +255,18 @@ def expected_turn_count(demo, conversation_id: str, steps: bool = False) -> int:
 
 def is_faulty_conversation(conversation_id: str) -> bool:
     return f"/{FAULTY_CATEGORY}/" in conversation_id
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every test that needs one (start-up costs seconds): 2 CPUs and a logical GPU,
+    so `num_gpus=1` actors are placed (and run on the CPU). Never `ray stop`: that ends every Ray on the machine."""
+    import os
+
+    for name, value in (("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0"), ("RAY_USAGE_STATS_ENABLED", "0"),
+                        ("RAY_AUTH_MODE", "disabled")):
+        os.environ.setdefault(name, value)  # before ray is imported: it reads them then
+    ray = pytest.importorskip("ray", reason="no ray: `uv sync --extra ray` to run")
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

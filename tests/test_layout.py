@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "datasets", "transforms", "matplotlib")
+HEAVY = ("torch", "transformers", "datasets", "transforms", "matplotlib", "ray")
 
 
 def loaded_after(code: str) -> dict[str, bool]:
@@ -65,6 +65,13 @@ def test_the_export_layer_needs_neither_torch_nor_transformers_and_matplotlib_on
     assert not loaded["torch"] and not loaded["transformers"] and not loaded["matplotlib"], loaded
 
 
+def test_no_module_of_the_project_imports_ray_until_the_ray_engine_runs():
+    modules = ["transforms.pipeline.prepare", "transforms.pipeline.ray_engine", "transforms.pipeline.ray_steps",
+               "transforms.pipeline.parquet_shards", "transforms.export.hub", "transforms.training.collator"]
+    loaded = loaded_after("\n".join(f"import {name}" for name in modules))
+    assert loaded["transforms"] and not loaded["ray"], loaded
+
+
 SCRIPTS = ROOT / "scripts"
 
 
@@ -74,6 +81,7 @@ SCRIPTS = ROOT / "scripts"
         ("prepare_dataset_for_training.py", ["--help"]),
         ("prepare_dataset_for_training.py", ["--input_dir", ".", "--output_dir", "x", "--batch_size", "0"]),
         ("prepare_dataset_for_training.py", ["--input_dir", "no-such-corpus", "--output_dir", "x"]),
+        ("prepare_dataset_for_training.py", ["--input_dir", ".", "--output_dir", "x", "--ray_address", "auto"]),
         ("verify_shard.py", ["--help"]),
         ("push_to_hub.py", ["--help"]),
         ("inspect_corpus.py", ["--help"]),

@@ -69,3 +69,15 @@ def samples_table(columns: dict[str, list], features: datasets.Features) -> pa.T
         build = {1: list_array, 2: one_channel_array, 3: segments_array}[depth]
         arrays.append(build(values, leaf.to_pandas_dtype()))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """A table as one Arrow IPC stream (types and all), e.g. to carry it through another engine or a file footer."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(pa.py_buffer(data)).read_all()

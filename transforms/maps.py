@@ -522,7 +522,7 @@ class ContextualSamples(WindowedSamples):
         for row in rows_of(batch):
             conversation = conversation_text(row)
             windows = windows_of(row["window_start"], row["message_tokens"])
-            audios = self.read_audios(conversation, row, needed_turns(windows))
+            audios = prepared_audios(conversation, row, needed_turns(windows), self.sampling_rate)
             samples += processor_samples(
                 processor,
                 conversation,
@@ -534,21 +534,6 @@ class ContextualSamples(WindowedSamples):
                 self.seed,
             )
         return samples_table(columns_of(samples, self.features()), self.features())
-
-    def read_audios(self, conversation: ConversationText, row: dict, turns: set[int]) -> list:
-        """The prepared samples of the `turns` (positions) of a conversation row, as `TurnAudio` decided them."""
-        spans = turn_spans(row)
-        return [
-            apply_preparation(
-                decode_turn(row["audio"][position], self.sampling_rate, conversation.where(position), *spans[position]),
-                row["audio_offset"][position],
-                row["num_samples"][position],
-                row["gain"][position],
-            )
-            if position in turns
-            else None
-            for position in range(len(row["audio"]))
-        ]
 
 
 @dataclass(frozen=True)
@@ -576,6 +561,23 @@ class CodesSamples(WindowedSamples):
                 self.sampling_rate,
             )
         return samples_table(columns_of(samples, self.features()), self.features())
+
+
+def prepared_audios(conversation: ConversationText, row: dict, turns: set[int], sampling_rate: int) -> list:
+    """The prepared samples of the `turns` (positions) of a conversation row, decoded again and prepared as
+    `TurnAudio` decided (`audio_offset`, `num_samples`, `gain`); None for the other turns."""
+    spans = turn_spans(row)
+    return [
+        apply_preparation(
+            decode_turn(row["audio"][position], sampling_rate, conversation.where(position), *spans[position]),
+            row["audio_offset"][position],
+            row["num_samples"][position],
+            row["gain"][position],
+        )
+        if position in turns
+        else None
+        for position in range(len(row["audio"]))
+    ]
 
 
 def needed_turns(windows) -> set[int]:

@@ -10,7 +10,7 @@ from csm_synthetic.cli import add_corpus_arguments, add_input_arguments, corpus_
 
 from ..core.quality import CHECKS, HELP as QUALITY_HELP, QualityChecks
 from ..encoders import DEFAULT_BUDGET_SECONDS
-from .options import FORMATS, PrepareOptions
+from .options import ENGINES, FORMATS, PrepareOptions
 
 
 def optional(convert, none_words: tuple[str, ...], expected: str):
@@ -76,6 +76,20 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     add_corpus_arguments(parser)
     parser.add_argument("--seed", type=int, default=default("seed"), help="seed of the -101 label draws")
     parser.add_argument("--cache_dir", default=None, help="datasets cache (default: the datasets default cache)")
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=default("engine"),
+        help="local: this machine, each step a cached datasets map, output for load_from_disk; ray: Ray Data on a "
+        "cluster (uv sync --extra ray), output in push_to_hub --to_dir's Parquet layout for load_dataset",
+    )
+    engine.add_argument(
+        "--ray_address",
+        default=None,
+        help="--engine ray: the cluster to join (auto = the one `ray start` runs here, or host:port of its head); "
+        "default: start a local cluster on this machine",
+    )
     codes = parser.add_argument_group("Mimi codes format (--format codes)")
     codes.add_argument(
         "--format",

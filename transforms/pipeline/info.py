@@ -20,7 +20,7 @@ import datasets
 from .options import CODES_FORMAT, PROCESSOR_FORMAT, PrepareOptions
 from .writer import splits_with_rows
 
-LOCAL_ARGUMENTS = ("input_dir", "output_dir", "cache_dir", "num_proc")  # paths and machine: not published
+LOCAL_ARGUMENTS = ("input_dir", "output_dir", "cache_dir", "num_proc", "engine")  # paths and machine: not published
 # The row format `load_from_disk` gives: what each format's collator batches fastest (scripts/benchmark_loading.py).
 LOADED_FORMATS = {
     PROCESSOR_FORMAT: "numpy",  # audio as Python floats is about 10x slower; numpy is one copy of each array

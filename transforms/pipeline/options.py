@@ -19,11 +19,13 @@ REPORT_NAME = "prepare_report.json"
 ARGUMENTS_NAME = "prepare_arguments.json"  # written first: what a --resume must match, and the mark of our output
 PROCESSOR_FORMAT, CODES_FORMAT = "processor", "codes"
 FORMATS = (PROCESSOR_FORMAT, CODES_FORMAT)
+LOCAL_ENGINE, RAY_ENGINE = "local", "ray"
+ENGINES = (LOCAL_ENGINE, RAY_ENGINE)  # the engine decides the output's layout: a resume must keep it
 # May differ on --resume: how the work runs, not what the rows mean. Codes move by float rounding with the budget,
 # a little more between device types (GPU against CPU: 0.4% of codebook-0 frames); TF32 changes more, so it is part
 # of the encoding cache key: a resume with another value recomputes the encodings, never mixes them.
 HOW_NOT_WHAT = (
-    "output_dir", "num_proc", "cache_dir",
+    "output_dir", "num_proc", "cache_dir", "ray_address",
     "devices", "device", "encode_budget_seconds", "encode_batch_size", "allow_tf32", "asr_batch_size",
 )
 
@@ -57,6 +59,8 @@ class PrepareOptions:
     asr_model: str | None = None  # a transformers speech-recognition model: the ASR agreement check
     asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
     normalize_loudness: float | None = None  # target integrated loudness of every turn, LUFS
+    engine: str = LOCAL_ENGINE  # local: datasets maps in this process tree; ray: Ray Data on a cluster
+    ray_address: str | None = None  # --engine ray: the cluster to join (None: start a local one)
 
     def __post_init__(self):
         """Every check that needs no model: argument errors answer before anything heavy is imported."""
@@ -68,6 +72,14 @@ class PrepareOptions:
             raise InputError(f"--max_tokens must be at least 1 (got {self.max_tokens})")
         if not 0.0 <= self.depth_decoder_labels_ratio <= 1.0:
             raise InputError(f"--depth_decoder_labels_ratio must be in [0, 1] (got {self.depth_decoder_labels_ratio})")
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine must be one of {ENGINES} (got {self.engine!r})")
+        if self.ray_address is not None and self.engine != RAY_ENGINE:
+            raise InputError("--ray_address is for --engine ray: the local engine runs in this process tree")
+        if self.asr_model is not None and self.engine == RAY_ENGINE:
+            raise InputError(
+                "--asr_model runs with --engine local only: --engine ray has no actor pool for an ASR model yet"
+            )
         if self.format not in FORMATS:
             raise InputError(f"--format must be one of {FORMATS} (got {self.format!r})")
         if self.format == CODES_FORMAT and self.depth_decoder_labels_ratio != 1.0:

@@ -22,12 +22,13 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from csm_synthetic.builder import CsmSynthetic
@@ -214,6 +215,20 @@ def make_builder(options: PrepareOptions) -> CsmSynthetic:
     )
 
 
+def checked_builder(options: PrepareOptions, fmt: Format) -> CsmSynthetic:
+    """Every check before any work (arguments against the processor and codec, a corpus with a usable
+    conversation), and the corpus' builder (scripts and audio headers read, no audio)."""
+    processor = load_processor(options.model_id)
+    check_arguments(options, processor)
+    fmt.check(options, processor)
+    builder = make_builder(options)
+    corpus = builder.corpus
+    if not corpus.conversations:
+        found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
+        raise InputError(f"no usable conversation found in {options.source}{found}")
+    return builder
+
+
 # --- the work ------------------------------------------------------------------------------------
 
 
@@ -282,19 +297,19 @@ def measure_shard(turns: datasets.Dataset, transform: TurnAudio, cache: MapCache
         )
 
 
-def corpus_decisions(measured: dict[str, list[datasets.Dataset]], checks: QualityChecks) -> CorpusQuality:
-    """The corpus-level decisions of the checks, from the measured columns of every shard (a pass over Arrow
-    columns, no audio)."""
+DECISION_COLUMNS = ["conversation_id", "turn_index", "language", "text", "speaking_rate", "audio_hash"]
+
+
+def corpus_decisions(turn_tables: Iterable[pa.Table], checks: QualityChecks) -> CorpusQuality:
+    """The corpus-level decisions of the checks, from the measured columns (`DECISION_COLUMNS`, a row per turn)
+    of every turn of the corpus, in tables (a pass over Arrow columns, no audio)."""
     if not (checks.speaking_rate_flag or checks.speaking_rate_drop or checks.duplicate_audio):
         return CorpusQuality()
-    names = ["conversation_id", "turn_index", "language", "text", "speaking_rate", "audio_hash"]
-    columns: dict[str, list] = {name: [] for name in names}
-    for shards in measured.values():
-        for shard in shards:
-            table = shard.data.table.select(names)
-            for name in names:
-                columns[name] += table.column(name).to_pylist()
-    return corpus_quality(*(columns[name] for name in names))
+    columns: dict[str, list] = {name: [] for name in DECISION_COLUMNS}
+    for table in turn_tables:
+        for name in DECISION_COLUMNS:
+            columns[name] += table.column(name).to_pylist()
+    return corpus_quality(*(columns[name] for name in DECISION_COLUMNS))
 
 
 def prepare_shard(
@@ -312,6 +327,11 @@ def prepare_shard(
     return result
 
 
+def plan_step(options: PrepareOptions, fmt: Format, corpus: CorpusQuality) -> PlanWindows:
+    """The plan of the format's samples, with the quality checks of the options and the corpus decisions."""
+    return replace(fmt.samples(options).plan, checks=options.quality, corpus=corpus)
+
+
 def prepare_split(
     measured: list[datasets.Dataset],
     split: str,
@@ -321,7 +341,7 @@ def prepare_split(
     cache: MapCache,
 ) -> SplitResult:
     transform = fmt.samples(options)
-    plan = replace(transform.plan, checks=options.quality, corpus=corpus)
+    plan = plan_step(options, fmt, corpus)
     with tqdm(measured, unit="shard", desc=f"{split}: building samples") as bar:
         results = [prepare_shard(with_audio, plan, transform, options, cache) for with_audio in bar]
     return SplitResult.concatenate(results)
@@ -339,20 +359,21 @@ def prepare_with(
     options: PrepareOptions, fmt: Format, encoders: EncoderPool | None, resume: bool, overwrite: bool
 ) -> dict:
     started = time.perf_counter()
-    processor = load_processor(options.model_id)
-    check_arguments(options, processor)
-    fmt.check(options, processor)
-    builder = make_builder(options)
-    corpus = builder.corpus
-    if not corpus.conversations:
-        found = f" ({len(corpus.problems)} problems, e.g. {corpus.problems[0]})" if corpus.problems else ""
-        raise InputError(f"no usable conversation found in {options.source}{found}")
+    builder = checked_builder(options, fmt)
+    return in_output_folder(options, resume, overwrite, lambda build_dir: write_output(
+        build_dir, options, fmt, builder, encoders, started
+    ))
+
+
+def in_output_folder(options: PrepareOptions, resume: bool, overwrite: bool, write: Callable[[Path], dict]) -> dict:
+    """`write(build_dir)` under the output's lock: into the output itself, or with `overwrite` into a hidden
+    sibling swapped in when complete (the old output stays as it was until then); returns what it returns."""
     output_dir = Path(options.output_dir).resolve()
     cache_dir = options.cache_dir or datasets.config.HF_DATASETS_CACHE
     with FolderLock(output_dir, "--output_dir"), write_errors(output_dir, cache_dir):
         build_dir = claim_output(options, resume, overwrite)
         try:
-            report = write_output(build_dir, options, fmt, builder, encoders, started)
+            report = write(build_dir)
             if build_dir != output_dir:
                 replace_folder(build_dir, output_dir)
         except BaseException:
@@ -377,7 +398,9 @@ def write_output(
     splits = builder.as_dataset()
     with quiet_datasets_progress(), MapCache.of(next(iter(splits.values()))) as cache:
         measured = {split: measure_split(turns, split, options, fmt, cache) for split, turns in splits.items()}
-        decisions = corpus_decisions(measured, options.quality)
+        decisions = corpus_decisions(
+            (shard.data.table for shards in measured.values() for shard in shards), options.quality
+        )
         results = {
             split: prepare_split(shards, split, options, fmt, decisions, cache) for split, shards in measured.items()
         }

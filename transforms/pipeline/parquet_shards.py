@@ -1,0 +1,129 @@
+"""Deterministic Parquet shards of prepared samples, in the layout of `push_to_hub.py --to_dir`.
+
+    writer = ShardWriter(output_dir, ShardName("train", 0, 3), features, rows_per_group=16)
+    writer.add(samples)                   # tables of samples, in the plan's order
+    writer.close(plan, corpus)            # the shard's plans and corpus decisions go into the footer; renamed
+
+- Names: `data/default/<split>-NNNNN-of-MMMMM.parquet`, from the driver's shard plan, never from scheduling.
+- Each shard is written to a hidden `.<name>.partial` and renamed when complete: a file under its final name
+  is always whole, so a resume does exactly the shards without one.
+- Bytes depend only on the rows: the features' explicit Arrow schema (with its `huggingface` metadata, so
+  `load_dataset` gives the same features), row groups of a fixed number of rows, no timestamps.
+- The footer also carries the shard's plans (`PLAN_KEY`: the report's columns of its conversations), the
+  corpus decisions they were planned with (`CORPUS_KEY`, JSON) and the Arrow size of its rows, so a resumed
+  run reports the finished shards, and plans the missing ones, without measuring the finished ones again.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..arrow import ipc_bytes, read_ipc
+from ..export.card import DATA_DIR
+from ..export.content import PREPARED_CONFIG
+
+PLAN_KEY = "csm_synthetic.plans"  # base64 of an Arrow IPC stream: the shard's conversations' plans
+NUM_BYTES_KEY = "csm_synthetic.num_bytes"  # the Arrow size of the shard's rows (the card's num_bytes)
+CORPUS_KEY = "csm_synthetic.corpus_decisions"  # JSON: the quality checks' corpus decisions of the plans
+
+
+@dataclass(frozen=True)
+class ShardName:
+    split: str
+    index: int
+    count: int  # shards of the split
+
+    @property
+    def path(self) -> str:
+        """Relative to the output folder."""
+        return f"{DATA_DIR}/{PREPARED_CONFIG}/{self.split}-{self.index:05d}-of-{self.count:05d}.parquet"
+
+    @property
+    def pattern(self) -> str:
+        """The card's `data_files` glob of the split's shards."""
+        return f"{DATA_DIR}/{PREPARED_CONFIG}/{self.split}-*"
+
+
+@dataclass(frozen=True)
+class FinishedShard:
+    name: ShardName
+    plans: pa.Table  # the report's columns, a row per conversation
+    corpus: str  # the corpus decisions the plans were made with (JSON)
+    num_rows: int
+    num_bytes: int  # Arrow size of the rows
+    file_bytes: int
+
+
+class ShardWriter:
+    def __init__(self, output_dir: Path, name: ShardName, features: datasets.Features, rows_per_group: int):
+        self.name, self.rows_per_group = name, rows_per_group
+        self.path = output_dir / name.path
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = features.arrow_schema
+        self.writer = pq.ParquetWriter(self.partial, self.schema)
+        self.pending: list[pa.Table] = []
+        self.num_rows = self.num_bytes = 0
+
+    def add(self, samples: pa.Table) -> None:
+        """Rows in their final order; written a row group of `rows_per_group` rows at a time."""
+        samples = samples.cast(self.schema)
+        self.pending.append(samples)
+        self.num_rows += samples.num_rows
+        self.num_bytes += samples.nbytes
+        if sum(table.num_rows for table in self.pending) >= self.rows_per_group:
+            self.flush(final=False)
+
+    def flush(self, final: bool) -> None:
+        rows = pa.concat_tables(self.pending) if self.pending else self.schema.empty_table()
+        whole = rows.num_rows if final else rows.num_rows - rows.num_rows % self.rows_per_group
+        if whole:
+            self.writer.write_table(rows.slice(0, whole), row_group_size=self.rows_per_group)
+        self.pending = [rows.slice(whole)] if whole < rows.num_rows else []
+
+    def close(self, plans: pa.Table, corpus: str) -> FinishedShard:
+        self.flush(final=True)
+        self.writer.add_key_value_metadata(
+            {PLAN_KEY: encode_table(plans), CORPUS_KEY: corpus, NUM_BYTES_KEY: str(self.num_bytes)}
+        )
+        self.writer.close()
+        os.replace(self.partial, self.path)
+        return FinishedShard(self.name, plans, corpus, self.num_rows, self.num_bytes, self.path.stat().st_size)
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def read_finished_shard(output_dir: Path, name: ShardName) -> FinishedShard | None:
+    """A shard an earlier run finished (its file is under its final name), or None."""
+    path = output_dir / name.path
+    if not path.is_file():
+        return None
+    metadata = pq.read_metadata(path)
+    values = metadata.metadata or {}
+    missing = [key for key in (PLAN_KEY, CORPUS_KEY) if key.encode() not in values]
+    if missing:
+        raise ValueError(f"{path} was not written by this version of --engine ray (no {missing[0]} in its footer)")
+    plans = decode_table(values[PLAN_KEY.encode()])
+    corpus = values[CORPUS_KEY.encode()].decode()
+    return FinishedShard(
+        name, plans, corpus, metadata.num_rows, int(values[NUM_BYTES_KEY.encode()]), path.stat().st_size
+    )
+
+
+def encode_table(table: pa.Table) -> str:
+    """Base64 of the table's Arrow IPC stream, rebuilt from its values first: the IPC bytes of slices of nested
+    columns depend on which rows the slices came from (Ray's blocks), the values do not."""
+    return base64.b64encode(ipc_bytes(pa.Table.from_pylist(table.to_pylist(), schema=table.schema))).decode("ascii")
+
+
+def decode_table(text: bytes) -> pa.Table:
+    return read_ipc(base64.b64decode(text))

@@ -1,0 +1,217 @@
+"""The steps of `--engine ray` as Ray Data batch functions: pyarrow tables of whole conversations in and out.
+
+No Ray here: each is a plain callable over a table of conversation rows (`group_conversations`' rows: one
+per conversation, a list per turn), so it runs in any worker that can import this package. Each calls the
+local engine's own steps (`TurnAudio` -> `prepare_turn`, `prepared_audios`, `PlanWindows`,
+`ContextualSamples` / `CodesSamples`, `core.codec`), so both engines make the same rows. Two passes, as the
+local engine's, because the corpus decisions of the quality checks need every turn's measures before any plan:
+
+    measure (both formats):  MeasureTurns(TurnAudio(...))         decode, check, measure, decide each turn's
+                                                                    preparation; only the columns come back
+    build, processor format: BuildSamples(PlanWindows, ContextualSamples)      plan, decode again, build
+    build, codes format:     ReadTurns(rate) -> CodecEncoder(...) -> BuildSamples(PlanWindows, CodesSamples)
+
+Each conversation leaves `BuildSamples` as one row: where it goes (`split`, `shard`, `position` in the
+shard), its plan (the columns the report reads, `REPORT_COLUMNS`) and its samples as Arrow IPC bytes,
+already in the sample features' explicit types. Bad audio never raises: `prepare_turn` makes it a fault of
+the turn, which the plan turns into a problem and a cut, as locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..arrow import ipc_bytes
+from ..features import PER_CONVERSATION
+from ..maps import CodesSamples, ContextualSamples, PlanWindows, TurnAudio, conversation_text, prepared_audios
+
+WHERE_COLUMNS = ("split", "shard", "position")  # where a conversation's samples go in the output
+REPORT_COLUMNS = (
+    "conversation_id", "turn_index", "num_samples", "message_tokens", "window_start", "skipped", "problems", "quality"
+)
+SAMPLES_COLUMN = "samples"  # a conversation's samples: one Arrow IPC stream
+DECODED_COLUMN = "decoded"  # codes format, between reading and encoding: each turn's samples (null: a bad turn)
+TURN_AUDIO_INPUTS = ("audio", "text", "duration", "start", "end")  # what `TurnAudio` reads of a turn (if present)
+
+
+def turn_offsets(table: pa.Table) -> np.ndarray:
+    """Where each conversation's turns start in the flattened per-turn lists (and the end)."""
+    lists = table.column("turn_index").combine_chunks()
+    offsets = lists.offsets.to_numpy()
+    return (offsets - offsets[0]).astype(np.int32)
+
+
+def per_conversation(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
+    """Per-turn `values` (all conversations' turns, in order) as one list per conversation."""
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+def flat_turns(table: pa.Table, name: str) -> list:
+    """A per-turn list column of every conversation, flattened to one Python list."""
+    return table.column(name).combine_chunks().flatten().to_pylist()
+
+
+def turn_table(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """Columns `names` of conversation rows as a row per turn (a conversation's values repeated on its turns)."""
+    parents = pc.list_parent_indices(table.column("turn_index").combine_chunks())
+    return pa.table({
+        name: table.column(name).combine_chunks().take(parents) if name in PER_CONVERSATION
+        else table.column(name).combine_chunks().flatten()
+        for name in names
+    })
+
+
+def with_turn_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table:
+    """`table` with per-turn `columns` (flat, all conversations' turns) added as lists per conversation."""
+    offsets = turn_offsets(table)
+    for name, values in columns.items():
+        array = per_conversation(offsets, values)
+        if name in table.column_names:
+            table = table.set_column(table.column_names.index(name), name, array)
+        else:
+            table = table.append_column(name, array)
+    return table
+
+
+def audio_array(audios: Sequence[np.ndarray | None]) -> pa.ListArray:
+    """list<float32>, one entry per turn (null for a turn whose audio is unusable), in one buffer."""
+    lengths = [0 if audio is None else len(audio) for audio in audios]
+    offsets = np.zeros(len(audios) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [audio for audio in audios if audio is not None]
+    values = np.concatenate(present).astype(np.float32, copy=False) if present else np.zeros(0, np.float32)
+    mask = pa.array([audio is None for audio in audios])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)
+
+
+@dataclass(frozen=True)
+class MeasureTurns:
+    """The first pass, CPU: each turn through the local per-turn step (`TurnAudio`: decoded once, checked,
+    measured, its preparation decided; no codec). Returns, per conversation, its id, turns and where it goes,
+    with the step's columns as lists (`turn_types`: their Arrow types) - no audio, so the driver can hold
+    every conversation's."""
+
+    turn_audio: TurnAudio
+    turn_types: pa.Schema  # the types of the columns `turn_audio` returns
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        batch = {name: flat_turns(table, name) for name in TURN_AUDIO_INPUTS if name in table.column_names}
+        columns = self.turn_audio(batch)
+        arrays = {name: pa.array(columns[name], self.turn_types.field(name).type) for name in self.turn_types.names}
+        return with_turn_columns(table.select(["conversation_id", "turn_index", *WHERE_COLUMNS]), arrays)
+
+
+@dataclass(frozen=True)
+class ReadTurns:
+    """Codes format, CPU: each turn without a fault decoded again and prepared as the first pass decided
+    (`prepared_audios`, as the processor format's samples read theirs), for the codec (`DECODED_COLUMN`)."""
+
+    sampling_rate: int
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        audios = []
+        for row in table.to_pylist():
+            fine = {position for position, kind in enumerate(row["problem_kind"]) if kind is None}
+            audios += prepared_audios(conversation_text(row), row, fine, self.sampling_rate)
+        return with_turn_columns(table, {DECODED_COLUMN: audio_array(audios)})
+
+
+def decoded_audios(table: pa.Table) -> list[np.ndarray | None]:
+    """`DECODED_COLUMN`'s samples of every turn, as views of its one buffer (None for a turn without)."""
+    turns = table.column(DECODED_COLUMN).combine_chunks().flatten()
+    offsets, values = turns.offsets.to_numpy(), turns.values.to_numpy()
+    valid = turns.is_valid().to_numpy(zero_copy_only=False)
+    return [values[offsets[turn] : offsets[turn + 1]] if valid[turn] else None for turn in range(len(turns))]
+
+
+class CodecEncoder:
+    """Codes format, an actor: the Mimi codec on one device, loaded once; replaces each turn's samples by its
+    codes. Codec calls as in the local engine: the turns of a batch sorted by their headers' lengths, padded
+    audio within the budget (`core.codec.codec_batches`), each call one `encode_padded`; a call too big for
+    the device is split in two and retried."""
+
+    def __init__(
+        self,
+        codec_model_id: str,
+        sampling_rate: int,
+        on_gpu: bool,
+        budget_seconds: float | None,
+        max_batch_turns: int | None,
+        allow_tf32: bool,
+    ):
+        import torch
+
+        from ..core.codec import set_fp32_precision
+        from ..encoders import DEFAULT_BUDGET_SECONDS, EncoderSettings, load_encoder_codec
+
+        # A GPU actor in a cluster that declares GPUs its torch cannot see (a logical GPU in tests) runs on the CPU.
+        device = "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+        if device == "cuda":
+            set_fp32_precision(allow_tf32)
+        self.codec = load_encoder_codec(EncoderSettings(codec_model_id, (device,), sampling_rate, allow_tf32), device)
+        self.sampling_rate = sampling_rate
+        self.budget = max(1, round((budget_seconds or DEFAULT_BUDGET_SECONDS[device]) * sampling_rate))
+        self.max_batch_turns = max_batch_turns
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        from ..core.codec import codec_batches
+
+        audios = decoded_audios(table)
+        durations = np.asarray(flat_turns(table, "duration"), dtype=np.float64)
+        items = np.array([turn for turn, audio in enumerate(audios) if audio is not None], dtype=np.int64)
+        planned = np.rint(durations[items] * self.sampling_rate) if len(items) else np.zeros(0)
+        width = self.codec.config.num_quantizers
+        codes = [np.zeros((0, width), np.int16)] * len(audios)  # a bad turn: no frames (no sample ever uses it)
+        for call in codec_batches(planned, self.budget, self.max_batch_turns):
+            turns = items[call]
+            for turn, turn_codes in zip(turns, self.encode([audios[turn] for turn in turns])):
+                codes[turn] = turn_codes
+        return with_turn_columns(table.drop_columns([DECODED_COLUMN]), {"audio_codes": codes_array(codes, width)})
+
+    def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
+        from ..core.codec import pad_batch
+        from ..encoders import OUT_OF_MEMORY, encode_or_report_memory
+
+        codes = encode_or_report_memory(self.codec, *pad_batch(audios))
+        if codes is not OUT_OF_MEMORY:
+            return codes
+        if len(audios) == 1:
+            raise MemoryError(f"the codec's device has no room for one turn of {len(audios[0])} samples")
+        half = len(audios) // 2
+        return self.encode(audios[:half]) + self.encode(audios[half:])
+
+
+def codes_array(codes: Sequence[np.ndarray], width: int) -> pa.ListArray:
+    """list<list<int16>> per turn: its (frames, codebooks) codes."""
+    frames = [len(turn) for turn in codes]
+    values = np.concatenate([turn.reshape(-1) for turn in codes]) if codes else np.zeros(0, np.int16)
+    rows = pa.ListArray.from_arrays(
+        pa.array(np.arange(sum(frames) + 1, dtype=np.int32) * width), pa.array(values.astype(np.int16))
+    )
+    offsets = np.zeros(len(codes) + 1, dtype=np.int32)
+    np.cumsum(frames, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), rows)
+
+
+@dataclass(frozen=True)
+class BuildSamples:
+    """CPU: the plan and the samples of each measured conversation (`PlanWindows` with the quality checks and
+    the corpus decisions, then `ContextualSamples` or `CodesSamples`, one conversation per call as locally)."""
+
+    plan: PlanWindows
+    samples: ContextualSamples | CodesSamples
+    report_schema: pa.Schema  # the types of `REPORT_COLUMNS`
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        batch = table.to_pydict()
+        batch.update(self.plan(batch))
+        samples = [self.samples({name: [values[row]] for name, values in batch.items()}) for row in range(table.num_rows)]
+        columns = {name: pa.array(batch[name], field.type) for name, field in zip(self.report_schema.names, self.report_schema)}
+        columns.update({name: table.column(name) for name in WHERE_COLUMNS})
+        columns[SAMPLES_COLUMN] = pa.array([ipc_bytes(sample_table) for sample_table in samples], pa.large_binary())
+        return pa.table(columns)
