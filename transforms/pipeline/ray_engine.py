@@ -5,21 +5,25 @@
 The driver (this process) does what is cheap and global, exactly as the local engine: the argument checks,
 the corpus index (scripts and audio headers, `checked_builder`), the splits, the reader's faults and the
 shard plan (`batch_size` conversations per shard, in corpus order). Ray does the audio and the tokens, one
-row per conversation, with the steps of `ray_steps` (the local engine's functions), in two passes as locally:
+row per conversation, with the steps of `ray_steps` (the local engine's functions), in passes as locally:
 
 1. measure: every turn decoded, checked, measured and its preparation decided (`TurnAudio`, no codec) in CPU
    tasks; only these columns come back to the driver (no audio: some hundred bytes a turn), which makes the
    corpus decisions of the quality checks from them (`corpus_decisions`, the local engine's);
-2. build: the plan with the checks and those decisions, and the samples, in CPU tasks; the processor format
-   decodes the turns its windows hold again (as locally), the codes format decodes every fine turn again,
-   prepares it as decided and encodes it in an actor pool (one actor per GPU, `num_gpus=1`; CPU actors on a
-   cluster without GPUs) - the one decode more than the local engine, which encodes in its measuring pass.
+2. codes format only, encode: every fine turn decoded again and prepared as decided (CPU tasks), then encoded
+   in an actor pool (one actor per GPU, `num_gpus=1`; CPU actors on a cluster without GPUs) - the one decode
+   more than the local engine, which encodes in its measuring pass; only the codes come back (some kB a
+   conversation);
+3. build: a CPU task per planned shard plans its conversations with the checks and those decisions, builds
+   their samples (the processor format decodes the turns its windows hold again, as locally) and writes them
+   into the shard's file on the shared filesystem (`parquet_shards`: temp file + rename, bytes that depend only
+   on the rows); only the shard's plans and sizes come back. No sample passes through the driver or the
+   object store.
 
-Results come back in plan order (`preserve_order`) and the driver writes each shard (`parquet_shards`: temp
-file + rename, bytes that depend only on the rows), then the report (`build_report`, as locally) and the
-dataset card (`export.card`, as `push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)`
-loads it and `push_to_hub.py --staged_dir output_dir` publishes it. `--resume` measures and builds only the
-shards without a file, with the corpus decisions the finished shards carry in their footers.
+Then the driver writes the report (`build_report`, as locally) and the dataset card (`export.card`, as
+`push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)` loads it and `push_to_hub.py
+--staged_dir output_dir` publishes it. `--resume` measures and builds only the shards without a file, with
+the corpus decisions the finished shards carry in their footers.
 """
 
 from __future__ import annotations
@@ -291,7 +295,7 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
 
 def configure(ray) -> None:
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # results in plan order: shards are written as they arrive
+    context.execution_options.preserve_order = True  # measures and codes come back in plan order
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
 
 
@@ -364,10 +368,9 @@ def write_on_ray_workers(
         plan_step(options, fmt, decisions), fmt.samples(options), schema, str(output_dir.resolve()),
         SAMPLE_FEATURES[options.format](), ROWS_PER_GROUP[options.format], corpus,
     )
-    dataset = ray.data.from_arrow(shard_blocks(rows)).map_batches(
-        write, batch_format="pyarrow", batch_size=None, num_cpus=1
-    )
-    returned = collect(dataset, len(shard_blocks(rows)), "shard", "Ray: shards written")
+    blocks = sorted(shard_blocks(rows), key=lambda block: -block.num_rows)  # the longest tasks first
+    dataset = ray.data.from_arrow(blocks).map_batches(write, batch_format="pyarrow", batch_size=None, num_cpus=1)
+    returned = collect(dataset, len(blocks), "shard", "Ray: shards written")
     finished = [ShardRow(**row).finished(corpus) for row in returned.to_pylist()]
     return {shard.name: shard for shard in finished}
 
