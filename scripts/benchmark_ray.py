@@ -24,6 +24,7 @@ from pathlib import Path
 
 from benchmark_prepare import QUALITY_FLAGS, ensure_corpus, run_measured  # scripts/ is this script's path
 
+from transforms.pipeline.options import PrepareOptions
 from transforms.testing.offline import save_offline_processor
 
 SCRIPT = Path(__file__).with_name("prepare_dataset_for_training.py")
@@ -48,7 +49,7 @@ def run_on_local_cluster(num_cpus: int, startup_file: str, arguments: list[str])
 
 def prepare_arguments(corpus: Path, output: Path, cache: Path, processor: Path, args: argparse.Namespace) -> list[str]:
     arguments = ["--input_dir", str(corpus), "--output_dir", str(output), "--model_id", str(processor)]
-    arguments += ["--max_history", str(args.max_history), "--cache_dir", str(cache)]
+    arguments += ["--max_history", str(args.max_history), "--cache_dir", str(cache), "--batch_size", str(args.batch_size)]
     return arguments + QUALITY_FLAGS[args.quality]
 
 
@@ -71,6 +72,7 @@ def measure(engine: str, num_cpus: int | None, work: Path, processor: Path, args
     result.update(
         engine=engine,
         cpus=num_cpus if num_cpus is not None else f"num_proc {os.cpu_count()}",
+        batch_size=args.batch_size,
         hours=report["audio"]["hours"],
         samples=report["counts"]["samples"],
         setup_seconds=report["setup_seconds"],
@@ -83,13 +85,13 @@ def measure(engine: str, num_cpus: int | None, work: Path, processor: Path, args
 def markdown(results: list[dict]) -> str:
     local = next(r for r in results if r["engine"] == "local")
     lines = [
-        "| engine | CPUs | audio h | samples | wall s (end to end) | Ray cluster start-up s | set-up s | work s "
+        "| engine | CPUs | conversations per shard | audio h | samples | wall s (end to end) | Ray cluster start-up s | set-up s | work s "
         "| work / local work | peak memory GB (PSS, process tree) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['engine']} | {r['cpus']} | {r['hours']:.2f} | {r['samples']} | {r['wall_seconds']:.1f} "
+            f"| {r['engine']} | {r['cpus']} | {r['batch_size']} | {r['hours']:.2f} | {r['samples']} | {r['wall_seconds']:.1f} "
             f"| {r['cluster_startup_seconds']:.1f} | {r['setup_seconds']:.1f} | {r['work_seconds']:.1f} "
             f"| {r['work_seconds'] / local['work_seconds']:.2f} | {r['peak_memory_gb']:.2f} |"
         )
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ray_cpus", type=int, nargs="+", default=[os.cpu_count() or 1],
                         help="CPU counts of the local Ray cluster, one run each (default: this machine's)")
     parser.add_argument("--max_history", type=int, default=5)
+    parser.add_argument("--batch_size", type=int, default=PrepareOptions.batch_size,
+                        help="conversations per shard, both engines (default: prepare's, %(default)s); --engine ray "
+                        "builds and writes each shard in one task, so fewer shards than CPUs leave CPUs idle")
     parser.add_argument("--quality", choices=QUALITY_FLAGS, default="flag",
                         help="quality checks: off, flag (all measured and decided, none drops: the default), on")
     args = parser.parse_args(argv)

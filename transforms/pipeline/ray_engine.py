@@ -5,21 +5,25 @@
 The driver (this process) does what is cheap and global, exactly as the local engine: the argument checks,
 the corpus index (scripts and audio headers, `checked_builder`), the splits, the reader's faults and the
 shard plan (`batch_size` conversations per shard, in corpus order). Ray does the audio and the tokens, one
-row per conversation, with the steps of `ray_steps` (the local engine's functions), in two passes as locally:
+row per conversation, with the steps of `ray_steps` (the local engine's functions), in passes as locally:
 
 1. measure: every turn decoded, checked, measured and its preparation decided (`TurnAudio`, no codec) in CPU
    tasks; only these columns come back to the driver (no audio: some hundred bytes a turn), which makes the
    corpus decisions of the quality checks from them (`corpus_decisions`, the local engine's);
-2. build: the plan with the checks and those decisions, and the samples, in CPU tasks; the processor format
-   decodes the turns its windows hold again (as locally), the codes format decodes every fine turn again,
-   prepares it as decided and encodes it in an actor pool (one actor per GPU, `num_gpus=1`; CPU actors on a
-   cluster without GPUs) - the one decode more than the local engine, which encodes in its measuring pass.
+2. codes format only, encode: every fine turn decoded again and prepared as decided (CPU tasks), then encoded
+   in an actor pool (one actor per GPU, `num_gpus=1`; CPU actors on a cluster without GPUs) - the one decode
+   more than the local engine, which encodes in its measuring pass; only the codes come back (some kB a
+   conversation);
+3. build: a CPU task per planned shard plans its conversations with the checks and those decisions, builds
+   their samples (the processor format decodes the turns its windows hold again, as locally) and writes them
+   into the shard's file on the shared filesystem (`parquet_shards`: temp file + rename, bytes that depend only
+   on the rows); only the shard's plans and sizes come back. No sample passes through the driver or the
+   object store.
 
-Results come back in plan order (`preserve_order`) and the driver writes each shard (`parquet_shards`: temp
-file + rename, bytes that depend only on the rows), then the report (`build_report`, as locally) and the
-dataset card (`export.card`, as `push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)`
-loads it and `push_to_hub.py --staged_dir output_dir` publishes it. `--resume` measures and builds only the
-shards without a file, with the corpus decisions the finished shards carry in their footers.
+Then the driver writes the report (`build_report`, as locally) and the dataset card (`export.card`, as
+`push_to_hub --to_dir` writes it), so `datasets.load_dataset(output_dir)` loads it and `push_to_hub.py
+--staged_dir output_dir` publishes it. `--resume` measures and builds only the shards without a file, with
+the corpus decisions the finished shards carry in their footers.
 """
 
 from __future__ import annotations
@@ -40,7 +44,6 @@ from tqdm.auto import tqdm
 
 from csm_synthetic.errors import InputError
 
-from ..arrow import read_ipc
 from ..core.quality import CorpusQuality
 from ..encoders import AUTO, parse_devices
 from ..export.card import SAMPLE_FORMATS, ConfigLayout, PreparedDescription, SplitFiles
@@ -55,7 +58,7 @@ from ..features import (
 )
 from ..maps import group_conversations, quiet_datasets_progress
 from .options import ARGUMENTS_NAME, CODES_FORMAT, PROCESSOR_FORMAT, REPORT_NAME, PrepareOptions
-from .parquet_shards import FinishedShard, ShardName, ShardWriter, read_finished_shard
+from .parquet_shards import FinishedShard, ShardName, read_finished_shard
 from .checksums import file_checksum
 from .prepare import (
     DECISION_COLUMNS,
@@ -68,12 +71,12 @@ from .prepare import (
 )
 from .ray_steps import (
     REPORT_COLUMNS,
-    SAMPLES_COLUMN,
     WHERE_COLUMNS,
-    BuildSamples,
     CodecEncoder,
     MeasureTurns,
     ReadTurns,
+    ShardRow,
+    WriteShards,
     turn_table,
 )
 from .report import SplitResult, build_report
@@ -193,6 +196,7 @@ def work_rows(plan: SplitPlan, shard: ShardName) -> pa.Table:
     return (
         rows.append_column("split", pa.array([plan.split] * rows.num_rows, pa.string()))
         .append_column("shard", pa.array([shard.index] * rows.num_rows, pa.int32()))
+        .append_column("shards", pa.array([shard.count] * rows.num_rows, pa.int32()))
         .append_column("position", pa.array(range(rows.num_rows), pa.int32()))
     )
 
@@ -260,12 +264,13 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
     if todo:
         configure(ray)
         rows = pa.concat_tables([work_rows(plan, shard) for plan, shard in todo])
-        rows = with_measures(rows, measure_on_ray(ray, options, rows, measured_schema(turn_features)))
+        rows = with_columns(rows, measure_on_ray(ray, options, rows, measured_schema(turn_features)))
         if decisions is None:  # no shard finished yet: every conversation was measured just now
             decisions = corpus_decisions([turn_table(rows, DECISION_COLUMNS)], options.quality)
+        if options.format == CODES_FORMAT:
+            rows = with_columns(rows, encode_on_ray(ray, options, rows, actors))
         schema = report_schema(turn_features, options.format == CODES_FORMAT)
-        dataset = build_on_ray(ray, options, rows, schema, actors, decisions)
-        finished.update(write_shards(dataset, options, build_dir, [shard for _, shard in todo], decisions))
+        finished.update(write_on_ray_workers(ray, options, build_dir, rows, schema, decisions))
     results = split_results(plans, finished, build_dir, options.format)
     report = build_report(
         options, builder.corpus, results, time.perf_counter() - started, setup_seconds, corpus_quality=decisions
@@ -290,7 +295,7 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
 
 def configure(ray) -> None:
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # results in plan order: shards are written as they arrive
+    context.execution_options.preserve_order = True  # measures and codes come back in plan order
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
 
 
@@ -301,96 +306,80 @@ def blocks_of(ray, rows: pa.Table):
     )
 
 
+def collect(dataset, total: int, unit: str, description: str) -> pa.Table:
+    """The rows a Ray dataset returns, in order, with a progress bar."""
+    tables = []
+    with tqdm(total=total, unit=unit, desc=description) as progress:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            tables.append(batch)
+            progress.update(batch.num_rows)
+    return pa.concat_tables(tables)
+
+
 def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.Schema) -> pa.Table:
     """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order."""
     transform = turn_audio(options, FORMATS[PROCESSOR_FORMAT])  # the per-turn step without a codec: both formats
     dataset = blocks_of(ray, rows).map_batches(
         MeasureTurns(transform, turn_types), batch_format="pyarrow", batch_size=None, num_cpus=1
     )
-    measured = []
-    with tqdm(total=rows.num_rows, unit="conversation", desc="Ray: measuring turns") as progress:
-        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            measured.append(batch)
-            progress.update(batch.num_rows)
-    return pa.concat_tables(measured)
+    return collect(dataset, rows.num_rows, "conversation", "Ray: measuring turns")
 
 
-def with_measures(rows: pa.Table, measured: pa.Table) -> pa.Table:
-    """Conversation rows with the per-turn step's columns of the same conversations (in the same order)."""
-    if not measured.column("conversation_id").equals(rows.column("conversation_id")):
-        raise RuntimeError("Ray returned the measured conversations out of order")
-    for name in measured.column_names:
+def with_columns(rows: pa.Table, returned: pa.Table) -> pa.Table:
+    """Conversation rows with the columns a pass returned for the same conversations (in the same order)."""
+    if not returned.column("conversation_id").equals(rows.column("conversation_id")):
+        raise RuntimeError("Ray returned the conversations out of order")
+    for name in returned.column_names:
         if name not in ("conversation_id", "turn_index", *WHERE_COLUMNS):
-            rows = rows.append_column(name, measured.column(name))
+            rows = rows.append_column(name, returned.column(name))
     return rows
 
 
-def build_on_ray(ray, options: PrepareOptions, rows: pa.Table, schema: pa.Schema, actors: CodecActors | None,
-                 decisions: CorpusQuality):
-    """The second pass: the measured conversations planned (checks, corpus decisions) and built; in plan order."""
-    fmt = FORMATS[options.format]
-    build = BuildSamples(plan_step(options, fmt, decisions), fmt.samples(options), schema)
-    dataset = blocks_of(ray, rows)
-    if options.format == PROCESSOR_FORMAT:
-        return dataset.map_batches(build, batch_format="pyarrow", batch_size=None, num_cpus=1)
+def encode_on_ray(ray, options: PrepareOptions, rows: pa.Table, actors: CodecActors) -> pa.Table:
+    """Codes format: every fine turn decoded again and prepared as decided (CPU tasks), encoded in the codec's
+    actor pool; only the codes come back here (some kB a conversation), in order."""
     rate = options.corpus.target_sampling_rate
     encoder_args = (
         options.codec_model_id, rate, actors.on_gpu, options.encode_budget_seconds, options.encode_batch_size,
         options.allow_tf32,
     )
-    return (
-        dataset.map_batches(ReadTurns(rate), batch_format="pyarrow", batch_size=None, num_cpus=1)
-        .map_batches(
-            CodecEncoder,
-            fn_constructor_args=encoder_args,
-            batch_format="pyarrow",
-            batch_size=CONVERSATIONS_PER_CODEC_CALL,
-            compute=ray.data.ActorPoolStrategy(size=actors.count),
-            num_gpus=1 if actors.on_gpu else 0,
-            num_cpus=actors.num_cpus,
-        )
-        .map_batches(build, batch_format="pyarrow", batch_size=None, num_cpus=1)
+    dataset = blocks_of(ray, rows).map_batches(
+        ReadTurns(rate), batch_format="pyarrow", batch_size=None, num_cpus=1
+    ).map_batches(
+        CodecEncoder,
+        fn_constructor_args=encoder_args,
+        batch_format="pyarrow",
+        batch_size=CONVERSATIONS_PER_CODEC_CALL,
+        compute=ray.data.ActorPoolStrategy(size=actors.count),
+        num_gpus=1 if actors.on_gpu else 0,
+        num_cpus=actors.num_cpus,
     )
+    return collect(dataset, rows.num_rows, "conversation", "Ray: encoding turns")
 
 
-def write_shards(
-    dataset, options: PrepareOptions, output_dir: Path, shards: list[ShardName], decisions: CorpusQuality
+def write_on_ray_workers(
+    ray, options: PrepareOptions, output_dir: Path, rows: pa.Table, schema: pa.Schema, decisions: CorpusQuality
 ) -> dict[ShardName, FinishedShard]:
-    """Each shard's samples, as their conversations arrive in plan order, into its file (the corpus decisions
-    into its footer)."""
+    """The last pass: a task per shard (its measured conversations, a block) plans and builds its samples and
+    writes them into the shard's file (the corpus decisions into its footer); only its plans come back."""
+    fmt = FORMATS[options.format]
     corpus = encode_decisions(decisions)
-    features = SAMPLE_FEATURES[options.format]()
-    rows_per_group = ROWS_PER_GROUP[options.format]
-    finished, pending = {}, iter(shards)
-    shard, writer, plans, position = None, None, [], 0
-    try:
-        with tqdm(total=len(shards), unit="shard", desc="Ray: shards written") as progress:
-            for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-                for row in range(batch.num_rows):
-                    where = (batch.column("split")[row].as_py(), batch.column("shard")[row].as_py())
-                    if writer is None or where != (shard.split, shard.index):
-                        if writer is not None:
-                            finished[shard] = writer.close(pa.concat_tables(plans), corpus)
-                            progress.update()
-                        shard = next(pending)
-                        if where != (shard.split, shard.index):
-                            raise RuntimeError(f"Ray returned shard {where} where {shard} was next")
-                        writer, plans, position = ShardWriter(output_dir, shard, features, rows_per_group), [], 0
-                    if batch.column("position")[row].as_py() != position:
-                        raise RuntimeError(f"Ray returned the conversations of {shard.path} out of order")
-                    position += 1
-                    plans.append(batch.select(list(REPORT_COLUMNS)).slice(row, 1))
-                    writer.add(read_ipc(batch.column(SAMPLES_COLUMN)[row].as_py()))
-            if writer is not None:
-                finished[shard] = writer.close(pa.concat_tables(plans), corpus)
-                writer = None
-                progress.update()
-    finally:
-        if writer is not None:
-            writer.abort()
-    if len(finished) != len(shards):
-        raise RuntimeError(f"Ray returned {len(finished)} of {len(shards)} shards")
-    return finished
+    write = WriteShards(
+        plan_step(options, fmt, decisions), fmt.samples(options), schema, str(output_dir.resolve()),
+        SAMPLE_FEATURES[options.format](), ROWS_PER_GROUP[options.format], corpus,
+    )
+    blocks = sorted(shard_blocks(rows), key=lambda block: -block.num_rows)  # the longest tasks first
+    dataset = ray.data.from_arrow(blocks).map_batches(write, batch_format="pyarrow", batch_size=None, num_cpus=1)
+    returned = collect(dataset, len(blocks), "shard", "Ray: shards written")
+    finished = [ShardRow(**row).finished(corpus) for row in returned.to_pylist()]
+    return {shard.name: shard for shard in finished}
+
+
+def shard_blocks(rows: pa.Table) -> list[pa.Table]:
+    """Conversation rows (in plan order) cut into one table per shard."""
+    keys = list(zip(rows.column("split").to_pylist(), rows.column("shard").to_pylist()))
+    starts = [row for row in range(len(keys)) if row == 0 or keys[row] != keys[row - 1]]
+    return [rows.slice(start, end - start) for start, end in zip(starts, [*starts[1:], len(keys)])]
 
 
 def split_results(

@@ -8,33 +8,38 @@ local engine's, because the corpus decisions of the quality checks need every tu
 
     measure (both formats):  MeasureTurns(TurnAudio(...))         decode, check, measure, decide each turn's
                                                                     preparation; only the columns come back
-    build, processor format: BuildSamples(PlanWindows, ContextualSamples)      plan, decode again, build
-    build, codes format:     ReadTurns(rate) -> CodecEncoder(...) -> BuildSamples(PlanWindows, CodesSamples)
+    codes format, encode:    ReadTurns(rate) -> CodecEncoder(...)  decode again, prepare, encode; only the
+                                                                    codes come back
+    build, a task per shard: WriteShards(PlanWindows, ContextualSamples | CodesSamples)   plan, (decode
+                                                                    again,) build, write the shard's file
 
-Each conversation leaves `BuildSamples` as one row: where it goes (`split`, `shard`, `position` in the
-shard), its plan (the columns the report reads, `REPORT_COLUMNS`) and its samples as Arrow IPC bytes,
-already in the sample features' explicit types. Bad audio never raises: `prepare_turn` makes it a fault of
-the turn, which the plan turns into a problem and a cut, as locally.
+Each conversation row carries where its samples go (`WHERE_COLUMNS`: split, shard, the split's shard count,
+position in the shard). `WriteShards` writes each shard's samples as they are made (the sample features'
+explicit types) and returns a row per shard: its plans (the columns the report reads, `REPORT_COLUMNS`) and
+sizes. Bad audio never raises: `prepare_turn` makes it a fault of the turn, which the plan turns into a
+problem and a cut, as locally.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow import ipc_bytes
+from ..arrow import ipc_bytes, read_ipc
 from ..features import PER_CONVERSATION
 from ..maps import CodesSamples, ContextualSamples, PlanWindows, TurnAudio, conversation_text, prepared_audios
+from .parquet_shards import FinishedShard, ShardName, ShardWriter
 
-WHERE_COLUMNS = ("split", "shard", "position")  # where a conversation's samples go in the output
+WHERE_COLUMNS = ("split", "shard", "shards", "position")  # where a conversation's samples go: its shard's file
 REPORT_COLUMNS = (
     "conversation_id", "turn_index", "num_samples", "message_tokens", "window_start", "skipped", "problems", "quality"
 )
-SAMPLES_COLUMN = "samples"  # a conversation's samples: one Arrow IPC stream
 DECODED_COLUMN = "decoded"  # codes format, between reading and encoding: each turn's samples (null: a bad turn)
 TURN_AUDIO_INPUTS = ("audio", "text", "duration", "start", "end")  # what `TurnAudio` reads of a turn (if present)
 
@@ -171,7 +176,9 @@ class CodecEncoder:
             turns = items[call]
             for turn, turn_codes in zip(turns, self.encode([audios[turn] for turn in turns])):
                 codes[turn] = turn_codes
-        return with_turn_columns(table.drop_columns([DECODED_COLUMN]), {"audio_codes": codes_array(codes, width)})
+        where = table.select(["conversation_id", *WHERE_COLUMNS])  # the codes alone go back to the driver
+        return with_turn_columns(where.append_column("turn_index", table.column("turn_index")),
+                                 {"audio_codes": codes_array(codes, width)})
 
     def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         from ..core.codec import pad_batch
@@ -199,19 +206,66 @@ def codes_array(codes: Sequence[np.ndarray], width: int) -> pa.ListArray:
 
 
 @dataclass(frozen=True)
-class BuildSamples:
-    """CPU: the plan and the samples of each measured conversation (`PlanWindows` with the quality checks and
-    the corpus decisions, then `ContextualSamples` or `CodesSamples`, one conversation per call as locally)."""
+class WriteShards:
+    """CPU, a task per shard of the plan: the plan and the samples of each of its measured conversations
+    (`PlanWindows` with the quality checks and the corpus decisions, then `ContextualSamples` or `CodesSamples`,
+    one conversation per call as locally), written into the shard's file on the shared filesystem as they are
+    made (`ShardWriter`: temp file + rename, the plans and corpus decisions in the footer). Only a row per shard
+    comes back (`FINISHED_COLUMNS`: its plans as Arrow IPC, its sizes): no sample leaves the task."""
 
     plan: PlanWindows
     samples: ContextualSamples | CodesSamples
     report_schema: pa.Schema  # the types of `REPORT_COLUMNS`
+    output_dir: str
+    features: datasets.Features  # the samples'
+    rows_per_group: int
+    corpus: str  # the corpus decisions (JSON), for the footer
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        batch = table.to_pydict()
+        keys = list(zip(table.column("split").to_pylist(), table.column("shard").to_pylist()))
+        finished = []
+        for key in dict.fromkeys(keys):
+            rows = table.filter(pa.array([where == key for where in keys]))
+            finished.append(self.write(rows))
+        return pa.table({name: [getattr(shard, name) for shard in finished] for name in FINISHED_COLUMNS})
+
+    def write(self, rows: pa.Table) -> ShardRow:
+        """One whole shard: its conversations in their plan positions, 0 to n-1."""
+        where = rows.slice(0, 1).to_pylist()[0]
+        name = ShardName(where["split"], where["shard"], where["shards"])
+        if rows.column("position").to_pylist() != list(range(rows.num_rows)):
+            raise RuntimeError(f"{name.path}: Ray handed a task part of the shard, not all of it in plan order")
+        batch = rows.to_pydict()
         batch.update(self.plan(batch))
-        samples = [self.samples({name: [values[row]] for name, values in batch.items()}) for row in range(table.num_rows)]
-        columns = {name: pa.array(batch[name], field.type) for name, field in zip(self.report_schema.names, self.report_schema)}
-        columns.update({name: table.column(name) for name in WHERE_COLUMNS})
-        columns[SAMPLES_COLUMN] = pa.array([ipc_bytes(sample_table) for sample_table in samples], pa.large_binary())
-        return pa.table(columns)
+        writer = ShardWriter(Path(self.output_dir), name, self.features, self.rows_per_group)
+        try:
+            for row in range(rows.num_rows):
+                writer.add(self.samples({column: [values[row]] for column, values in batch.items()}))
+            plans = pa.table({column: pa.array(batch[column], field.type)
+                              for column, field in zip(self.report_schema.names, self.report_schema)})
+            shard = writer.close(plans, self.corpus)
+        except BaseException:
+            writer.abort()
+            raise
+        return ShardRow(name.split, name.index, name.count, ipc_bytes(plans), shard.num_rows, shard.num_bytes,
+                        shard.file_bytes)
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """What a `WriteShards` task returns of a shard it wrote."""
+
+    split: str
+    shard: int
+    shards: int
+    plans: bytes  # Arrow IPC of the report's columns of its conversations
+    num_rows: int
+    num_bytes: int
+    file_bytes: int
+
+    def finished(self, corpus: str) -> FinishedShard:
+        return FinishedShard(ShardName(self.split, self.shard, self.shards), read_ipc(self.plans), corpus,
+                             self.num_rows, self.num_bytes, self.file_bytes)
+
+
+FINISHED_COLUMNS = tuple(ShardRow.__dataclass_fields__)
