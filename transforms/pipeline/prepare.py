@@ -152,14 +152,20 @@ def claim_output(options: PrepareOptions, resume: bool, overwrite: bool) -> Path
         other_ways=", --resume to finish the run that wrote it",
     ):
         build_dir = sibling(output_dir, PARTIAL)
+    # a .partial probe: remove_partials clears one that a run killed here left
+    check_writable(build_dir, ".write_probe.partial", f"--output_dir {options.output_dir!r}")
+    return build_dir
+
+
+def check_writable(folder: Path, probe_name: str, what: str) -> None:
+    """Make `folder` if needed and write (then remove) a probe file in it; an `InputError` naming `what` if not."""
     try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        probe = build_dir / ".write_probe.partial"
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / probe_name
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise InputError(f"cannot write to --output_dir {options.output_dir!r}: {error}") from error
-    return build_dir
+        raise InputError(f"cannot write to {what}: {error}") from error
 
 
 def check_resume_arguments(options: PrepareOptions) -> None:
@@ -200,13 +206,7 @@ def check_cache_dir(options: PrepareOptions) -> None:
             f"{flag} {str(cache_dir)!r} lies inside --output_dir {str(output_dir)!r}: the output folder must hold "
             "only the output; choose a cache folder outside it"
         )
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        probe = cache_dir / f".write_probe_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise InputError(f"cannot write to {flag} {str(cache_dir)!r}: {error}") from error
+    check_writable(cache_dir, f".write_probe_{os.getpid()}", f"{flag} {str(cache_dir)!r}")
 
 
 def make_builder(options: PrepareOptions) -> CsmSynthetic:

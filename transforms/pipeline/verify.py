@@ -224,7 +224,7 @@ def processor_checks(batch, rules: Rules):
     """One check per row; audio shapes come from Arrow offsets, the audio itself is never read."""
     audio = batch.column("input_values")  # (1, samples) a row
     channels = audio.value_lengths().to_numpy()
-    samples = audio.flatten().offsets.to_numpy()[audio.offsets.to_numpy() - audio.offsets[0].as_py()]
+    _, samples = list_values(audio)  # each row's bounds in the samples
     return [
         lambda row, length=int(length), count=int(count): (
             check_processor_row(row, length, rules) if count == 1 else [f"input_values has {count} channels, not 1"]
