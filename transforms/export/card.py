@@ -36,6 +36,16 @@ from transforms.pipeline.options import CODES_FORMAT, PROCESSOR_FORMAT  # prepar
 from .figures import histogram, histogram_png
 
 DATA_DIR = "data"  # the Parquet shards: data/<config>/<split>-NNNNN-of-MMMMM.parquet
+
+
+def shard_path(config: str, split: str, index: int, count: int) -> str:
+    """Shard `index` of the `count` of a split, relative to the repository folder."""
+    return f"{DATA_DIR}/{config}/{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def split_pattern(config: str, split: str) -> str:
+    """The card's `data_files` glob of a split's shards."""
+    return f"{DATA_DIR}/{config}/{split}-*"
 FIGURES_DIR = "figures"
 CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"

@@ -39,7 +39,7 @@ from csm_synthetic.errors import InputError
 from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
 
 from ..maps import quiet_datasets_progress
-from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles
+from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles, shard_path, split_pattern
 from .content import ConfigContent, RepositoryContent, ordered_splits
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class SplitPlan:
     num_shards: int
 
     def shard_path(self, index: int) -> str:
-        return f"{DATA_DIR}/{self.config}/{self.split}-{index:05d}-of-{self.num_shards:05d}.parquet"
+        return shard_path(self.config, self.split, index, self.num_shards)
 
 
 def write_repository(content: RepositoryContent, folder: Path, max_bytes: int, repo_id: str | None) -> None:
@@ -172,7 +172,7 @@ def write_shards(plans: list[SplitPlan], folder: Path) -> dict[tuple[str, str], 
                 num_bytes += shard.data.nbytes
                 download_bytes += path.stat().st_size
                 progress.update()
-            pattern = f"{DATA_DIR}/{plan.config}/{plan.split}-*"
+            pattern = split_pattern(plan.config, plan.split)
             written[plan.config, plan.split] = SplitFiles(
                 plan.split, (pattern,), len(plan.dataset), num_bytes, download_bytes
             )

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..arrow import ipc_bytes, read_ipc
-from ..export.card import DATA_DIR
+from ..export.card import shard_path, split_pattern
 from ..export.content import PREPARED_CONFIG
 
 PLAN_KEY = "csm_synthetic.plans"  # base64 of an Arrow IPC stream: the shard's conversations' plans
@@ -43,12 +43,12 @@ class ShardName:
     @property
     def path(self) -> str:
         """Relative to the output folder."""
-        return f"{DATA_DIR}/{PREPARED_CONFIG}/{self.split}-{self.index:05d}-of-{self.count:05d}.parquet"
+        return shard_path(PREPARED_CONFIG, self.split, self.index, self.count)
 
     @property
     def pattern(self) -> str:
         """The card's `data_files` glob of the split's shards."""
-        return f"{DATA_DIR}/{PREPARED_CONFIG}/{self.split}-*"
+        return split_pattern(PREPARED_CONFIG, self.split)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def read_finished_shard(output_dir: Path, name: ShardName) -> FinishedShard | No
         return None
     metadata = pq.read_metadata(path)
     values = metadata.metadata or {}
-    missing = [key for key in (PLAN_KEY, CORPUS_KEY) if key.encode() not in values]
+    missing = [key for key in (PLAN_KEY, CORPUS_KEY, NUM_BYTES_KEY) if key.encode() not in values]
     if missing:
         raise ValueError(f"{path} was not written by this version of --engine ray (no {missing[0]} in its footer)")
     plans = decode_table(values[PLAN_KEY.encode()])

@@ -321,10 +321,7 @@ def prepare_shard(
         conversations = cache.checked(with_audio, "conversations", lambda: group_conversations(with_audio))
         planned = cache.checked(conversations, plan, lambda: plan_conversations(conversations, plan))
         samples = cache.checked(planned, transform, lambda: build_samples(planned, transform, options.num_proc))
-    result = SplitResult(planned, samples)
-    if len(samples) != result.planned_samples:
-        raise RuntimeError(f"{len(samples)} samples written where {result.planned_samples} were planned")
-    return result
+    return SplitResult.checked(planned, samples)
 
 
 def plan_step(options: PrepareOptions, fmt: Format, corpus: CorpusQuality) -> PlanWindows:

@@ -398,9 +398,7 @@ def split_results(
         planned = datasets.Dataset(pa.concat_tables([shard.plans for shard in shards]))
         files = [output_dir / shard.name.path for shard in shards]
         samples = datasets.Dataset(pq.read_table(files, columns=list(columns)).cast(columns.arrow_schema))
-        results[plan.split] = result = SplitResult(planned, samples)
-        if len(samples) != result.planned_samples:
-            raise RuntimeError(f"{len(samples)} samples written where {result.planned_samples} were planned")
+        results[plan.split] = SplitResult.checked(planned, samples)
     return results
 
 

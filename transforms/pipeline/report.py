@@ -35,6 +35,14 @@ class SplitResult:
         return int(np.sum(starts >= 0))
 
     @classmethod
+    def checked(cls, planned: datasets.Dataset, samples: datasets.Dataset) -> SplitResult:
+        """The result of `samples` built from `planned`; a RuntimeError if their counts disagree."""
+        result = cls(planned, samples)
+        if len(samples) != result.planned_samples:
+            raise RuntimeError(f"{len(samples)} samples written where {result.planned_samples} were planned")
+        return result
+
+    @classmethod
     def concatenate(cls, results: list[SplitResult]) -> SplitResult:
         return cls(
             datasets.concatenate_datasets([result.planned for result in results]),
