@@ -105,10 +105,11 @@ class CsmSynthetic(datasets.GeneratorBasedBuilder):
         source = source or FolderSource(str(data_dir))
         source.check()
         config_name = config_name or ALL_LANGUAGES
-        configs = available_configs(source)
-        if config_name not in configs:
-            where = "language folder" if isinstance(source, FolderSource) else "language"
-            raise InputError(f"no {where} {config_name!r} in {source}; available configs: {configs}")
+        if config_name != ALL_LANGUAGES:  # always available: no need to read every source's languages for it
+            configs = available_configs(source)
+            if config_name not in configs:
+                where = "language folder" if isinstance(source, FolderSource) else "language"
+                raise InputError(f"no {where} {config_name!r} in {source}; available configs: {configs}")
         languages = None if config_name == ALL_LANGUAGES else [config_name]
         kwargs.setdefault("hash", source.fingerprint(languages))
         kwargs.setdefault("dataset_name", "csm_synthetic")

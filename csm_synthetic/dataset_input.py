@@ -69,7 +69,7 @@ def with_audio_references(dataset: datasets.Dataset, column: str) -> datasets.Da
 
 def path_audio(dataset: datasets.Dataset, column: str) -> list[str]:
     """The audio paths of rows whose audio is not embedded (read from Arrow, no bytes touched)."""
-    stored = with_audio_references(dataset, column).data.column(column).combine_chunks()
+    stored = with_audio_references(dataset, column).data.column(column)  # chunked: no copy of embedded bytes
     if not isinstance(dataset.features[column], datasets.Audio):
         return [value for value in stored.to_pylist() if isinstance(value, str)]
     without_bytes = pc.is_null(pc.struct_field(stored, "bytes"))
