@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 from csm_synthetic.testing.demo import create_benchmark_corpus
-from transforms.testing.offline import save_offline_processor
 
 SCRIPT = Path(__file__).with_name("prepare_dataset_for_training.py")
 
@@ -71,17 +70,17 @@ def tree_memory_kb(root_pid: int) -> int:
     return total
 
 
-def run_measured(command: list[str]) -> dict:
-    """Run `command`, sampling its process tree's memory every 50 ms (or less often, see `sample`)."""
+def run_measured(command: list[str], interval: float = 0.05) -> dict:
+    """Run `command`, sampling its process tree's memory every `interval` seconds (or less often, see `sample`)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = [0]
 
-    def sample():  # every 50 ms, or less often where a sample is slow: at most a tenth of a core for sampling
+    def sample():  # every `interval`, or less often where a sample is slow: at most a tenth of a core for sampling
         while process.poll() is None:
             sampled = time.perf_counter()
             peak[0] = max(peak[0], tree_memory_kb(process.pid))
-            time.sleep(max(0.05, 9 * (time.perf_counter() - sampled)))
+            time.sleep(max(interval, 9 * (time.perf_counter() - sampled)))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -234,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    from transforms.testing.offline import save_offline_processor  # torch, transformers: not in measured processes
+
     processor = save_offline_processor(work / "processor")
     results = [measure_scale(scale, work, processor, args, quality) for scale in args.scales for quality in args.quality]
     split = {} if args.skip_profile else time_split(work, processor, args)

@@ -25,7 +25,6 @@ from pathlib import Path
 from benchmark_prepare import QUALITY_FLAGS, ensure_corpus, run_measured  # scripts/ is this script's path
 
 from transforms.pipeline.options import PrepareOptions
-from transforms.testing.offline import save_offline_processor
 
 SCRIPT = Path(__file__).with_name("prepare_dataset_for_training.py")
 RAY_ENV = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
@@ -66,7 +65,7 @@ def measure(engine: str, num_cpus: int | None, work: Path, processor: Path, args
     else:
         command = [sys.executable, __file__, "--_cluster_cpus", str(num_cpus), str(startup_file), *arguments,
                    "--engine", "ray"]
-    result = run_measured(command)
+    result = run_measured(command, interval=args.memory_interval)
     report = json.loads((output / "prepare_report.json").read_text())
     startup = float(startup_file.read_text()) if engine == "ray" else 0.0
     result.update(
@@ -79,21 +78,31 @@ def measure(engine: str, num_cpus: int | None, work: Path, processor: Path, args
         work_seconds=report["elapsed_seconds"] - report["setup_seconds"],
     )
     result["cluster_startup_seconds"] = startup
+    result["output_gb"] = sum(path.stat().st_size for path in output.rglob("*") if path.is_file()) / 1e9
     return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median work time, with the spread of all runs' work times."""
+    ordered = sorted(runs, key=lambda run: run["work_seconds"])
+    return {**ordered[len(ordered) // 2], "runs": len(runs),
+            "work_range": (ordered[0]["work_seconds"], ordered[-1]["work_seconds"])}
 
 
 def markdown(results: list[dict]) -> str:
     local = next(r for r in results if r["engine"] == "local")
     lines = [
         "| engine | CPUs | conversations per shard | audio h | samples | wall s (end to end) | Ray cluster start-up s | set-up s | work s "
-        "| work / local work | peak memory GB (PSS, process tree) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| work range s (runs) | work / local work | peak memory GB (PSS, process tree) | output GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        low, high = r["work_range"]
         lines.append(
             f"| {r['engine']} | {r['cpus']} | {r['batch_size']} | {r['hours']:.2f} | {r['samples']} | {r['wall_seconds']:.1f} "
             f"| {r['cluster_startup_seconds']:.1f} | {r['setup_seconds']:.1f} | {r['work_seconds']:.1f} "
-            f"| {r['work_seconds'] / local['work_seconds']:.2f} | {r['peak_memory_gb']:.2f} |"
+            f"| {low:.1f}-{high:.1f} ({r['runs']}) | {r['work_seconds'] / local['work_seconds']:.2f} "
+            f"| {r['peak_memory_gb']:.2f} | {r['output_gb']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -113,16 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch_size", type=int, default=PrepareOptions.batch_size,
                         help="conversations per shard, both engines (default: prepare's, %(default)s); --engine ray "
                         "builds and writes each shard in one task, so fewer shards than CPUs leave CPUs idle")
+    parser.add_argument("--memory_interval", type=float, default=0.5,
+                        help="seconds between samples of the process tree's memory (default 0.5): reading the PSS of "
+                        "a Ray cluster's dozen processes every 50 ms slowed the Ray run's work by a third on 2 cores")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs of each engine, alternating; the table gives the run of median work (default 1)")
     parser.add_argument("--quality", choices=QUALITY_FLAGS, default="flag",
                         help="quality checks: off, flag (all measured and decided, none drops: the default), on")
     args = parser.parse_args(argv)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     ensure_corpus(work / "corpus", args.hours)
+    from transforms.testing.offline import save_offline_processor  # torch, transformers: not in the measured process
+
     processor = save_offline_processor(work / "processor")
-    results = [measure("local", None, work, processor, args)]
-    results += [measure("ray", cpus, work, processor, args) for cpus in args.ray_cpus]
-    print(json.dumps(results, indent=1))
+    engines = [("local", None), *(("ray", cpus) for cpus in args.ray_cpus)]
+    runs = {engine: [] for engine in engines}
+    for _ in range(args.repeats):  # alternating, so a slow spell of a shared machine hits every engine alike
+        for engine in engines:
+            runs[engine].append(measure(*engine, work, processor, args))
+    results = [median_run(runs[engine]) for engine in engines]
+    print(json.dumps([run for engine_runs in runs.values() for run in engine_runs], indent=1))
     print(markdown(results))
     return 0
 
