@@ -5,8 +5,11 @@ that load with the same features, resume of the missing shards only, and the ref
 unreachable cluster, GPUs the cluster lacks, the ASR check)."""
 
 import importlib.util
+import json
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -94,6 +97,22 @@ def test_processor_rows_report_and_problems_equal_the_local_engines(corpus, proc
     files = sorted(path.relative_to(work / "ray").as_posix() for path in (work / "ray").rglob("*") if path.is_file())
     assert "README.md" in files and ARGUMENTS_NAME in files and REPORT_NAME in files
     assert "data/default/train-00000-of-00005.parquet" in files and not [name for name in files if ".partial" in name]
+    assert json.loads((work / "ray" / REPORT_NAME).read_text())["ray"] == on_ray["ray"]
+    assert on_ray["ray"]["address"] == "local" and on_ray["ray"]["cluster"]["CPU"] >= 1
+    assert_audio_stored_plain(work / "ray" / "data" / "default" / "train-00000-of-00005.parquet")
+
+
+def assert_audio_stored_plain(path: Path) -> None:
+    """Audio without dictionary, compression or statistics (`parquet_shards.writer_options`); the rest as pyarrow's
+    defaults."""
+    import pyarrow.parquet as pq
+
+    row_group = pq.ParquetFile(path).metadata.row_group(0)
+    chunks = {row_group.column(index).path_in_schema: row_group.column(index) for index in range(row_group.num_columns)}
+    audio = chunks["input_values.list.element.list.element"]
+    assert audio.compression == "UNCOMPRESSED" and not audio.has_dictionary_page and not audio.is_stats_set
+    assert chunks["language"].compression == "SNAPPY" and chunks["language"].has_dictionary_page
+    assert chunks["language"].is_stats_set and not chunks["input_ids.list.element"].is_stats_set
 
 
 @needs_ray
@@ -145,6 +164,37 @@ def test_resume_does_only_the_missing_shards_and_writes_the_same_bytes(corpus, p
     assert {path.name: path.read_bytes() for path in (work / "ray" / "data" / "default").glob("*")} == before
     for section in SAME_IN_BOTH:
         assert resumed[section] == first[section], section
+
+
+@needs_ray
+def test_a_killed_driver_resumes_the_missing_shards_into_a_clean_runs_bytes(corpus, processor_dir, tmp_path,
+                                                                            ray_cluster):
+    """A real driver process, on the session's cluster, killed (SIGKILL) once its first shard is written."""
+    from transforms.pipeline.ray_engine import prepare_on_ray
+
+    options = options_for(corpus, tmp_path / "out", processor_dir, engine="ray", batch_size=1)
+    clean = prepare_on_ray(options_for(corpus, tmp_path / "clean", processor_dir, engine="ray", batch_size=1))
+    arguments = script_arguments(corpus, tmp_path, processor_dir, "--max_history", "2", "--batch_size", "1",
+                                 "--validation_fraction", "0.2", "--test_fraction", "0.2", "--ray_address",
+                                 ray_cluster.get_runtime_context().gcs_address)
+    driver = subprocess.Popen([sys.executable, str(SCRIPT), *arguments], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    shards = tmp_path / "out" / "data" / "default"
+    while not list(shards.glob("*.parquet")):
+        if driver.poll() is not None:
+            pytest.fail(f"the driver ended ({driver.returncode}) before it wrote a shard:\n{driver.stderr.read()}")
+        time.sleep(0.01)
+    driver.kill()
+    driver.wait()
+    assert not (tmp_path / "out" / REPORT_NAME).exists()  # killed mid-run
+    resumed = prepare_on_ray(options, resume=True)
+    total = clean["ray"]["shards_written"]
+    assert resumed["ray"]["shards_resumed"] >= 1 and resumed["ray"]["shards_written"] >= 1
+    assert resumed["ray"]["shards_resumed"] + resumed["ray"]["shards_written"] == total
+    files = {path.name: path.read_bytes() for path in shards.iterdir()}
+    assert files == {path.name: path.read_bytes() for path in (tmp_path / "clean" / "data" / "default").iterdir()}
+    for section in SAME_IN_BOTH:
+        assert resumed[section] == clean[section], section
 
 
 def prepare_status(arguments: list[str], capsys) -> tuple[int, str]:

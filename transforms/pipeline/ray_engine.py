@@ -77,7 +77,9 @@ from .ray_steps import (
     ReadTurns,
     ShardRow,
     WriteShards,
+    run_step,
     turn_table,
+    warm_worker,
 )
 from .report import SplitResult, build_report
 from .writer import write_json
@@ -139,6 +141,14 @@ def ray_cluster(address: str | None) -> Iterator[object]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def warm_workers(ray, model_id: str, count: int) -> list:
+    """Start `count` workers loading what the tasks need (about 5 s a worker: torch, transformers, the processor)
+    while this driver does its own set-up; returns what to wait for. Part of the set-up: the local engine's
+    workers are forked from a process that loaded it all."""
+    warm = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(warm_worker)
+    return [warm.remote(model_id) for _ in range(max(count, 1))]
 
 
 @dataclass(frozen=True)
@@ -236,33 +246,34 @@ def prepare_on_ray(options: PrepareOptions, resume: bool = False, overwrite: boo
     """Run the whole preparation on Ray; returns the report (also written to `output_dir/prepare_report.json`)."""
     started = time.perf_counter()
     with ray_cluster(options.ray_address) as ray:
-        startup_seconds = time.perf_counter() - started
         resources = {name: value for name, value in ray.cluster_resources().items() if name in ("CPU", "GPU")}
+        cluster = {"address": options.ray_address or "local", "startup_seconds": round(time.perf_counter() - started, 2),
+                   "cluster": resources}
+        warming = warm_workers(ray, options.model_id, int(resources.get("CPU", 1)))
         actors = codec_actors(options, resources) if options.format == CODES_FORMAT else None
         builder = checked_builder(options, FORMATS[options.format])
-        report = in_output_folder(
-            options, resume, overwrite, lambda build_dir: write_on_ray(ray, build_dir, options, builder, actors, started)
+        return in_output_folder(
+            options, resume, overwrite,
+            lambda build_dir: write_on_ray(ray, build_dir, options, builder, actors, started, cluster, warming),
         )
-    report["ray"].update(address=options.ray_address or "local", startup_seconds=round(startup_seconds, 2),
-                         cluster=resources)
-    return report
 
 
 def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors: CodecActors | None,
-                 started: float) -> dict:
+                 started: float, cluster: dict, warming: list) -> dict:
     """The shards not written yet, through Ray; then the card and the report, which marks a finished run."""
     arguments_checksum = write_json(build_dir / ARGUMENTS_NAME, options.output_defining(), sort_keys=False)
     (build_dir / REPORT_NAME).unlink(missing_ok=True)
     builder.download_and_prepare()
     with quiet_datasets_progress():
         plans = [plan_split(split, turns, options.batch_size) for split, turns in builder.as_dataset().items()]
-    setup_seconds = time.perf_counter() - started
     turn_features = builder.info.features
     finished = {shard: read_finished_shard(build_dir, shard) for plan in plans for shard in plan.shards}
     todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
+    if todo:
+        ray.get(warming)  # the workers ready, as this process is
+    setup_seconds = time.perf_counter() - started
     decisions = saved_decisions([shard for shard in finished.values() if shard is not None])
     if todo:
-        configure(ray)
         rows = pa.concat_tables([work_rows(plan, shard) for plan, shard in todo])
         rows = with_columns(rows, measure_on_ray(ray, options, rows, measured_schema(turn_features)))
         if decisions is None:  # no shard finished yet: every conversation was measured just now
@@ -276,6 +287,7 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
         options, builder.corpus, results, time.perf_counter() - started, setup_seconds, corpus_quality=decisions
     )
     report["ray"] = {
+        **cluster,
         "codec_actors": None if actors is None else {"count": actors.count, "gpu": actors.on_gpu},
         "shards_written": len(todo),
         "shards_resumed": len(finished) - len(todo),
@@ -299,11 +311,9 @@ def configure(ray) -> None:
     context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
 
 
-def blocks_of(ray, rows: pa.Table):
-    """Conversation rows as a Ray dataset of blocks of `CONVERSATIONS_PER_BLOCK` (a CPU task's work each)."""
-    return ray.data.from_arrow(
-        [rows.slice(start, CONVERSATIONS_PER_BLOCK) for start in range(0, rows.num_rows, CONVERSATIONS_PER_BLOCK)]
-    )
+def conversation_blocks(rows: pa.Table) -> list[pa.Table]:
+    """Conversation rows in blocks of `CONVERSATIONS_PER_BLOCK`, a CPU task's work each."""
+    return [rows.slice(start, CONVERSATIONS_PER_BLOCK) for start in range(0, rows.num_rows, CONVERSATIONS_PER_BLOCK)]
 
 
 def collect(dataset, total: int, unit: str, description: str) -> pa.Table:
@@ -319,10 +329,23 @@ def collect(dataset, total: int, unit: str, description: str) -> pa.Table:
 def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.Schema) -> pa.Table:
     """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order."""
     transform = turn_audio(options, FORMATS[PROCESSOR_FORMAT])  # the per-turn step without a codec: both formats
-    dataset = blocks_of(ray, rows).map_batches(
-        MeasureTurns(transform, turn_types), batch_format="pyarrow", batch_size=None, num_cpus=1
-    )
-    return collect(dataset, rows.num_rows, "conversation", "Ray: measuring turns")
+    steps = MeasureTurns(transform, turn_types)
+    return pa.concat_tables(run_tasks(ray, steps, conversation_blocks(rows), "conversation", "Ray: measuring turns"))
+
+
+def run_tasks(ray, step, blocks: list[pa.Table], unit: str, description: str) -> list[pa.Table]:
+    """`step` on each block in a CPU task of its own; the results in the order of `blocks`, with a progress bar
+    counting their rows. Plain Ray tasks, not Ray Data: a pass of one stage needs none of its streaming, and its
+    executor, actors and per-stage reservations took a third of a 2-CPU node and ran one task at a time there."""
+    task = ray.remote(num_cpus=1)(run_step)
+    shared = ray.put(step)
+    results = [task.remote(shared, block) for block in blocks]
+    pending = dict(zip(results, (block.num_rows for block in blocks)))
+    with tqdm(total=sum(pending.values()), unit=unit, desc=description) as progress:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            progress.update(pending.pop(done[0]))
+    return ray.get(results)
 
 
 def with_columns(rows: pa.Table, returned: pa.Table) -> pa.Table:
@@ -343,7 +366,8 @@ def encode_on_ray(ray, options: PrepareOptions, rows: pa.Table, actors: CodecAct
         options.codec_model_id, rate, actors.on_gpu, options.encode_budget_seconds, options.encode_batch_size,
         options.allow_tf32,
     )
-    dataset = blocks_of(ray, rows).map_batches(
+    configure(ray)
+    dataset = ray.data.from_arrow(conversation_blocks(rows)).map_batches(
         ReadTurns(rate), batch_format="pyarrow", batch_size=None, num_cpus=1
     ).map_batches(
         CodecEncoder,
@@ -369,8 +393,7 @@ def write_on_ray_workers(
         SAMPLE_FEATURES[options.format](), ROWS_PER_GROUP[options.format], corpus,
     )
     blocks = sorted(shard_blocks(rows), key=lambda block: -block.num_rows)  # the longest tasks first
-    dataset = ray.data.from_arrow(blocks).map_batches(write, batch_format="pyarrow", batch_size=None, num_cpus=1)
-    returned = collect(dataset, len(blocks), "shard", "Ray: shards written")
+    returned = pa.concat_tables(run_tasks(ray, write, blocks, "conversation", "Ray: writing shards"))
     finished = [ShardRow(**row).finished(corpus) for row in returned.to_pylist()]
     return {shard.name: shard for shard in finished}
 

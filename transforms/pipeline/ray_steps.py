@@ -44,6 +44,24 @@ DECODED_COLUMN = "decoded"  # codes format, between reading and encoding: each t
 TURN_AUDIO_INPUTS = ("audio", "text", "duration", "start", "end")  # what `TurnAudio` reads of a turn (if present)
 
 
+def warm_worker(model_id: str) -> bool:
+    """What every task of a run needs loaded in its worker: this package (with `datasets`), torch, transformers and
+    the processor (`load_processor` keeps it for the process). False when the processor cannot be loaded: the
+    driver's own checks say why."""
+    from ..core.csm import load_processor
+
+    try:
+        load_processor(model_id)
+    except Exception:  # noqa: BLE001 - the driver loads it too and reports the error
+        return False
+    return True
+
+
+def run_step(step, table: pa.Table) -> pa.Table:
+    """A Ray task's body: one step on one block of conversation rows."""
+    return step(table)
+
+
 def turn_offsets(table: pa.Table) -> np.ndarray:
     """Where each conversation's turns start in the flattened per-turn lists (and the end)."""
     lists = table.column("turn_index").combine_chunks()
