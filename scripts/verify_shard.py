@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Verify a prepare_dataset_for_training.py output, file by file and row by row.
+"""Verify a prepare_dataset_for_training.py output (either engine's), file by file and row by row.
 
 Checks first that every file has the size and checksum the report recorded when it was written (naming
 each missing, truncated or damaged one; --resume of the same prepare command repairs them), then that the

@@ -100,6 +100,29 @@ def test_processor_rows_report_and_problems_equal_the_local_engines(corpus, proc
     assert json.loads((work / "ray" / REPORT_NAME).read_text())["ray"] == on_ray["ray"]
     assert on_ray["ray"]["address"] == "local" and on_ray["ray"]["cluster"]["CPU"] >= 1
     assert_audio_stored_plain(work / "ray" / "data" / "default" / "train-00000-of-00005.parquet")
+    assert_verified_and_damage_named(work / "ray", on_ray)
+
+
+def assert_verified_and_damage_named(output: Path, report: dict) -> None:
+    """verify_shard checks a Ray output row by row, and names a damaged shard and a stray one."""
+    from transforms.pipeline.verify import verify_output
+
+    verified = verify_output(output)
+    assert verified.ok, verified.errors
+    assert verified.rows == {split: counts["samples"] for split, counts in report["counts"]["by_split"].items()
+                             if counts["samples"]}
+    shard = sorted((output / "data" / "default").glob("test-*.parquet"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    shutil.copy(shard, shard.with_name("test-99999-of-99999.parquet"))
+    (output / "test").mkdir()
+    errors = verify_output(output).errors
+    assert errors[:3] == [
+        f"data/default/{shard.name}: damaged: its xxh3_128 checksum differs from the one recorded when it was written",
+        "test/: a folder that is not part of this output (left by an earlier run?)",
+        "data/default/test-99999-of-99999.parquet: a data file this run did not write",
+    ]
 
 
 def assert_audio_stored_plain(path: Path) -> None:
@@ -127,6 +150,9 @@ def test_codes_rows_equal_the_local_engines_with_the_codec_in_an_actor(corpus, p
     assert_same_data(work, local, on_ray)
     assert_faults_and_checks_met(on_ray)
     assert on_ray["ray"]["codec_actors"] == {"count": 1, "gpu": False}
+    from transforms.pipeline.verify import verify_output
+
+    assert verify_output(work / "ray").ok
 
 
 @needs_ray

@@ -262,7 +262,7 @@ def test_a_split_that_disappears_leaves_no_folder_behind(corpus, processor_dir, 
     shutil.copytree(output / "validation", output / "test")  # a folder that is no split
     capsys.readouterr()
     assert verify_script.main(["--output_dir", str(output)]) == 1
-    assert "FAIL test/: a folder that is no split of this output" in capsys.readouterr().out
+    assert "FAIL test/: a folder that is not part of this output" in capsys.readouterr().out
 
 
 # --- 6. concurrency -------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ def shard_path(config: str, split: str, index: int, count: int) -> str:
 def split_pattern(config: str, split: str) -> str:
     """The card's `data_files` glob of a split's shards."""
     return f"{DATA_DIR}/{config}/{split}-*"
+
+
 FIGURES_DIR = "figures"
 CARD_TAG = "csm-synthetic"  # marks a repository written by this project (checked before replacing one)
 REPO_PLACEHOLDER = "<your-name>/<dataset-name>"

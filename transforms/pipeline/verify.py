@@ -1,8 +1,10 @@
 """Check every file and every row of a prepared output against what was written and the rules it was made by.
 
+Both engines' outputs: the local engine's `save_to_disk` folders, `--engine ray`'s Parquet shards (`data/`).
 Files first: each file the report lists must have the size and checksum it was written with (a missing,
-truncated or damaged file is named, and the rows are then not read), and the output's folders must be the
-splits the report declares. Then the rows.
+truncated or damaged file is named, and the rows are then not read), the output's folders must be the
+splits the report declares (Ray: `data/` and `figures/`), and no data file may be one the report does not
+list. Then the rows.
 Per row: the token columns have one length, equal to `num_tokens` and within `max_tokens`; the audio is
 cut into as many segments as there are `<|AUDIO|>` runs, each run as long as the processor's rule says for
 its segment (codes format: as the segment's frames of codes); labels sit only on audio positions; the
@@ -14,6 +16,7 @@ are read once per batch, straight from the Arrow buffer, vectorised.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +29,10 @@ from csm_synthetic.errors import InputError
 from ..core.audio_checks import MAX_ABS_SAMPLE
 from ..core.csm import audio_token_count, load_processor
 from ..core.labels import BACKBONE_ONLY_LABEL, IGNORE_INDEX
+from ..export.card import DATA_DIR, FIGURES_DIR, split_pattern
+from ..export.content import PREPARED_CONFIG
 from .checksums import file_problem
-from .options import REPORT_NAME
+from .options import RAY_ENGINE, REPORT_NAME
 
 ROWS_PER_BATCH = 256
 MAX_LISTED_ERRORS = 50
@@ -205,10 +210,10 @@ TOKEN_COLUMNS = ("conversation_id", "turn_index", "num_tokens", "num_context_tur
 PROCESSOR_COLUMNS = (*TOKEN_COLUMNS, "labels", "input_values_cutoffs")
 
 
-def verify_split(dataset: datasets.Dataset, split: str, rules: Rules, result: Verification) -> None:
-    codes_format = "audio_codes" in dataset.column_names
+def verify_split(batches: Iterator[pa.RecordBatch], split: str, rules: Rules, result: Verification) -> None:
     result.rows[split] = 0
-    for batch in dataset.data.to_batches(max_chunksize=ROWS_PER_BATCH):
+    for batch in batches:
+        codes_format = "audio_codes" in batch.schema.names
         names = TOKEN_COLUMNS if codes_format else PROCESSOR_COLUMNS
         columns = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in names}
         per_row = codes_checks(batch, rules) if codes_format else processor_checks(batch, rules)
@@ -260,14 +265,34 @@ def verify_files(output_dir: Path, report: dict, result: Verification) -> None:
         problem = file_problem(output_dir / path, expected)
         if problem is not None:
             result.fail(f"{path}: {problem}")
-    splits = report["counts"]["by_split"]
-    for folder in sorted(output_dir.iterdir()):
-        if folder.is_dir() and folder.name not in splits:
-            result.fail(f"{folder.name}/: a folder that is no split of this output (left by an earlier run?)")
-        elif folder.is_dir():
-            for data_file in sorted(folder.glob("data-*.arrow")):
-                if f"{folder.name}/{data_file.name}" not in recorded:
-                    result.fail(f"{folder.name}/{data_file.name}: a data file this run did not write")
+    folders = {DATA_DIR, FIGURES_DIR} if on_ray(report) else set(report["counts"]["by_split"])
+    for folder in sorted(path for path in output_dir.iterdir() if path.is_dir()):
+        if folder.name not in folders:
+            result.fail(f"{folder.name}/: a folder that is not part of this output (left by an earlier run?)")
+    data_files = output_dir.glob(f"{DATA_DIR}/*/*.parquet") if on_ray(report) else output_dir.glob("*/data-*.arrow")
+    for data_file in sorted(path.relative_to(output_dir).as_posix() for path in data_files):
+        if data_file not in recorded:
+            result.fail(f"{data_file}: a data file this run did not write")
+
+
+def on_ray(report: dict) -> bool:
+    return report["arguments"].get("engine") == RAY_ENGINE
+
+
+def split_batches(output_dir: Path, report: dict) -> dict[str, Iterator[pa.RecordBatch]]:
+    """Each split's rows in record batches of at most `ROWS_PER_BATCH`: from the local engine's `save_to_disk`
+    folders, or from --engine ray's Parquet shards (one file after the other, a row group at a time)."""
+    if not on_ray(report):
+        splits = datasets.load_from_disk(str(output_dir))
+        return {split: iter(dataset.data.to_batches(max_chunksize=ROWS_PER_BATCH)) for split, dataset in splits.items()}
+    import pyarrow.parquet as pq
+
+    def parquet_batches(files: list[Path]) -> Iterator[pa.RecordBatch]:
+        for path in files:
+            yield from pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_BATCH)
+
+    shards = {split: sorted(output_dir.glob(split_pattern(PREPARED_CONFIG, split))) for split in report["counts"]["by_split"]}
+    return {split: parquet_batches(files) for split, files in shards.items() if files}
 
 
 REPAIR_HINT = (
@@ -285,10 +310,9 @@ def verify_output(output_dir: str | Path, model_id: str | None = None) -> Verifi
     if not result.ok:
         result.fail(REPAIR_HINT)
         return result
-    splits = datasets.load_from_disk(str(output_dir))
-    for split, dataset in splits.items():
-        verify_split(dataset, split, rules, result)
+    for split, batches in split_batches(output_dir, report).items():
+        verify_split(batches, split, rules, result)
         expected = report["counts"]["by_split"].get(split, {}).get("samples")
-        if expected != len(dataset):
-            result.fail(f"{split}: {len(dataset)} rows, the report says {expected}")
+        if expected != result.rows[split]:
+            result.fail(f"{split}: {result.rows[split]} rows, the report says {expected}")
     return result
