@@ -247,8 +247,8 @@ def prepare_on_ray(options: PrepareOptions, resume: bool = False, overwrite: boo
     started = time.perf_counter()
     with ray_cluster(options.ray_address) as ray:
         resources = {name: value for name, value in ray.cluster_resources().items() if name in ("CPU", "GPU")}
-        cluster = {"address": options.ray_address or "local", "startup_seconds": round(time.perf_counter() - started, 2),
-                   "cluster": resources}
+        startup_seconds = round(time.perf_counter() - started, 2)
+        cluster = {"address": options.ray_address or "local", "startup_seconds": startup_seconds, "cluster": resources}
         warming = warm_workers(ray, options.model_id, int(resources.get("CPU", 1)))
         actors = codec_actors(options, resources) if options.format == CODES_FORMAT else None
         builder = checked_builder(options, FORMATS[options.format])

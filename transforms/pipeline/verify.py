@@ -291,7 +291,8 @@ def split_batches(output_dir: Path, report: dict) -> dict[str, Iterator[pa.Recor
         for path in files:
             yield from pq.ParquetFile(path).iter_batches(batch_size=ROWS_PER_BATCH)
 
-    shards = {split: sorted(output_dir.glob(split_pattern(PREPARED_CONFIG, split))) for split in report["counts"]["by_split"]}
+    splits = report["counts"]["by_split"]
+    shards = {split: sorted(output_dir.glob(split_pattern(PREPARED_CONFIG, split))) for split in splits}
     return {split: parquet_batches(files) for split, files in shards.items() if files}
 
 
