@@ -157,7 +157,7 @@ def test_codes_rows_equal_the_local_engines_with_the_codec_in_an_actor(corpus, p
 
 @needs_ray
 @pytest.mark.usefixtures("ray_cluster")
-def test_a_manifest_of_spans_gives_the_local_engines_rows(corpus, processor_dir, tmp_path):
+def test_a_manifest_of_spans_gives_the_local_engines_rows(corpus, processor_dir, tmp_path, caplog):
     from test_turn_sources import span_manifest
 
     folder = tmp_path / "folder"
@@ -167,6 +167,8 @@ def test_a_manifest_of_spans_gives_the_local_engines_rows(corpus, processor_dir,
     local, on_ray = run_both(corpus, tmp_path, processor_dir, input_dir=None, input_manifest=str(manifest),
                              quality=QualityChecks.off())
     assert_same_data(tmp_path, local, on_ray)
+    assert on_ray["ray"]["shards_written"] == 1  # on the session's 2 CPUs: said
+    assert "2 CPUs but 1 shards to write: a shard is one task, so 1 CPUs stay idle" in caplog.text
 
 
 @needs_ray

@@ -29,6 +29,7 @@ the corpus decisions the finished shards carry in their footers.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -91,6 +92,7 @@ ROWS_PER_GROUP = {PROCESSOR_FORMAT: 16, CODES_FORMAT: 256}  # Parquet row groups
 ACTOR_START_TIMEOUT_S = 600  # a codec actor the cluster cannot place is an error after this, not a hang
 PROBE_TIMEOUT_S = 5.0
 SAMPLE_FEATURES = {PROCESSOR_FORMAT: sample_features, CODES_FORMAT: codes_sample_features}
+logger = logging.getLogger(__name__)
 
 
 # --- the cluster ---------------------------------------------------------------------------------
@@ -270,6 +272,7 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
     finished = {shard: read_finished_shard(build_dir, shard) for plan in plans for shard in plan.shards}
     todo = [(plan, shard) for plan in plans for shard in plan.shards if finished[shard] is None]
     if todo:
+        warn_of_idle_cpus(len(todo), int(cluster["cluster"].get("CPU", 1)), options.batch_size)
         ray.get(warming)  # the workers ready, as this process is
     setup_seconds = time.perf_counter() - started
     decisions = saved_decisions([shard for shard in finished.values() if shard is not None])
@@ -303,6 +306,15 @@ def write_on_ray(ray, build_dir: Path, options: PrepareOptions, builder, actors:
     report["elapsed_seconds"] = round(time.perf_counter() - started, 2)
     write_json(build_dir / REPORT_NAME, report, sort_keys=False)
     return report
+
+
+def warn_of_idle_cpus(shards: int, cpus: int, batch_size: int) -> None:
+    """A shard is built and written by one task: fewer shards than CPUs leave CPUs idle for the whole pass."""
+    if shards < cpus:
+        logger.warning(
+            "%d CPUs but %d shards to write: a shard is one task, so %d CPUs stay idle; a lower --batch_size (now %d "
+            "conversations per shard) gives more shards", cpus, shards, cpus - shards, batch_size,
+        )
 
 
 def configure(ray) -> None:
