@@ -6,9 +6,12 @@ unreachable cluster, GPUs the cluster lacks, the ASR check)."""
 
 import importlib.util
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -223,6 +226,47 @@ def test_a_killed_driver_resumes_the_missing_shards_into_a_clean_runs_bytes(corp
     assert files == {path.name: path.read_bytes() for path in (tmp_path / "clean" / "data" / "default").iterdir()}
     for section in SAME_IN_BOTH:
         assert resumed[section] == clean[section], section
+
+
+def task_workers() -> list[int]:
+    """Pids of the Ray workers running a task of a pass (Ray titles a worker by its task: `ray::run_step`)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes().startswith(b"ray::run_step"):
+                pids.append(int(entry))
+        except OSError:  # it ended meanwhile
+            pass
+    return pids
+
+
+@needs_ray
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_worker_killed_mid_task_is_retried_into_a_clean_runs_bytes(corpus, processor_dir, tmp_path):
+    from transforms.pipeline.ray_engine import prepare_on_ray
+
+    clean = prepare_on_ray(options_for(corpus, tmp_path / "clean", processor_dir, engine="ray"))
+    killed, done = [], threading.Event()
+
+    def kill_the_first_busy_worker():
+        while not done.is_set() and not killed:
+            for pid in task_workers()[:1]:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_the_first_busy_worker)
+    killer.start()
+    try:
+        report = prepare_on_ray(options_for(corpus, tmp_path / "out", processor_dir, engine="ray"))
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no task was running to kill"
+    shards = {path.name: path.read_bytes() for path in (tmp_path / "out" / "data" / "default").iterdir()}
+    assert shards == {path.name: path.read_bytes() for path in (tmp_path / "clean" / "data" / "default").iterdir()}
+    for section in SAME_IN_BOTH:
+        assert report[section] == clean[section], section
 
 
 def prepare_status(arguments: list[str], capsys) -> tuple[int, str]:
