@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 
 from .corpus import DEFAULT_MAX_TURN_SECONDS, Corpus, Problem, ProblemKind
@@ -99,8 +100,19 @@ def csv_records(text: str) -> tuple[list[tuple[int, dict | None, str]], list[str
 
 def manifest_rows(path: str | os.PathLike) -> tuple[list[TurnRow], list[Problem]]:
     """The rows of a manifest and the problems of rows that name no conversation. Raises `InputError` for a
-    file that is not JSONL/CSV or lacks required columns."""
+    file that is not JSONL/CSV or lacks required columns. Parsed once per version of the file (its size and
+    mtime) in a process: checking a run's source, listing its languages, fingerprinting and reading it each ask."""
     path = check_manifest(path)
+    stat = path.stat()
+    # rows keep working from any working folder: their audio is resolved against the folder's absolute path
+    rows, problems = parsed_manifest(str(path), os.path.abspath(path.parent), stat.st_size, stat.st_mtime_ns)
+    return list(rows), list(problems)
+
+
+@lru_cache(maxsize=4)
+def parsed_manifest(path: str, folder: str, size: int, mtime_ns: int) -> tuple[tuple[TurnRow, ...], tuple[Problem, ...]]:
+    """`manifest_rows` of the file at `path` as it is at `size` and `mtime_ns` (the cache key, with `folder`)."""
+    path = Path(path)
     records, columns = manifest_records(path)
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
@@ -108,12 +120,11 @@ def manifest_rows(path: str | os.PathLike) -> tuple[list[TurnRow], list[Problem]
             f"manifest {str(path)!r} lacks the required columns {missing} (it has {columns}); "
             f"required: {', '.join(REQUIRED_COLUMNS)}; optional: {', '.join(OPTIONAL_COLUMNS)}"
         )
-    folder = Path(os.path.abspath(path.parent))  # rows keep working from any working folder
 
     def resolve_audio(value) -> AudioRef:
         if not isinstance(value, str):
             raise ValueError(f"audio {value!r} is not a path")
-        return AudioRef(str(folder / value.strip()), value.strip())
+        return AudioRef(str(Path(folder) / value.strip()), value.strip())
 
     rows, problems = [], []
     for number, values, why_not in records:
@@ -125,7 +136,7 @@ def manifest_rows(path: str | os.PathLike) -> tuple[list[TurnRow], list[Problem]
         problems += found
         if row is not None:
             rows.append(row)
-    return rows, problems
+    return tuple(rows), tuple(problems)
 
 
 def read_manifest(

@@ -22,7 +22,7 @@ from csm_synthetic.builder import CsmSynthetic, load_turns, turn_features
 from csm_synthetic.corpus import ProblemKind, read_corpus
 from csm_synthetic.dataset_input import read_dataset
 from csm_synthetic.errors import InputError
-from csm_synthetic.manifest import read_manifest
+from csm_synthetic.manifest import manifest_rows, read_manifest
 from csm_synthetic.sources import DatasetSource, ManifestSource
 from csm_synthetic.splits import split_of
 
@@ -212,6 +212,17 @@ def test_a_changed_manifest_or_audio_file_rebuilds_the_builder_cache(episodes):
     assert ManifestSource(str(manifest)).fingerprint(None) != fingerprint
     changed = ManifestSource(str(write_manifest(manifest, episode_rows()[:-1]))).fingerprint(None)
     assert changed not in (fingerprint, ManifestSource(str(manifest)).fingerprint(["en"]))
+
+
+def test_a_manifest_is_parsed_again_when_it_changes_and_its_rows_are_each_callers_own(episodes):
+    manifest = write_manifest(episodes / "turns.jsonl", episode_rows())
+    rows, _ = manifest_rows(manifest)
+    rows.clear()  # the next caller's rows are whole
+    assert [row.text for row in manifest_rows(manifest)[0]] == [row["text"] for row in episode_rows()]
+    changed = episode_rows()
+    changed[0]["text"] = "WELCOME."  # a file of the same size
+    write_manifest(manifest, changed)
+    assert manifest_rows(manifest)[0][0].text == "WELCOME."
 
 
 # --- the same samples from every source -----------------------------------------------------------
