@@ -8,11 +8,28 @@ frames, for the reader (which counts a turn's frames from the header) and the de
 from __future__ import annotations
 
 import io
+import os
+from functools import lru_cache
 
 import numpy as np
 import soundfile as sf
 
 DEFAULT_SAMPLING_RATE = 24000  # CSM's Mimi codec
+
+
+def audio_header(path: str) -> sf._SoundFileInfo:
+    """`soundfile.info` of a file, kept for the latest files by their size and mtime: the turns of a diarized
+    recording are spans of one file, each checked against its header (once, instead of once a turn)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return sf.info(path)  # the reader's own error, as for any file it cannot open
+    return _header(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _header(path: str, size: int, mtime_ns: int) -> sf._SoundFileInfo:
+    return sf.info(path)
 
 
 def span_frames(start: float | None, end: float | None, rate: int, frames: int) -> tuple[int, int]:

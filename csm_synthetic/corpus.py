@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
-from .audio import span_frames
+from .audio import audio_header, span_frames
 from .errors import InputError
 
 SCRIPT_NAME = "vibevoice-podcast-script.txt"
@@ -415,7 +415,7 @@ def turn_from_header(
         return None, Problem(conversation_id, index, kind, message)
 
     try:
-        info = sf.info(str(path))
+        info = audio_header(str(path))
     except (RuntimeError, OSError, sf.LibsndfileError) as error:
         if not os.path.exists(path):
             return bad(ProblemKind.MISSING_AUDIO, f"{name}: no such file")

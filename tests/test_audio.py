@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from conftest import broken_audio_turns
-from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio, resample, resampled_length
+from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, audio_header, load_audio, resample, resampled_length
 
 
 def tone(frequency: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
@@ -101,3 +101,14 @@ def test_every_demo_turn_loads_as_mono_24k_of_the_expected_length(demo, demo_cor
         assert samples.dtype == np.float32 and samples.ndim == 1
         assert len(samples) == resampled_length(turn.frames, turn.sampling_rate, DEFAULT_SAMPLING_RATE)
         assert 0 < np.abs(samples).max() <= 1.5
+
+
+def test_a_header_is_read_again_when_its_file_changes(tmp_path):
+    path = str(tmp_path / "turn.wav")
+    sf.write(path, np.zeros(2_400, np.float32), DEFAULT_SAMPLING_RATE)
+    assert audio_header(path).frames == 2_400
+    sf.write(path, np.zeros(4_800, np.float32), 16_000)
+    assert (audio_header(path).frames, audio_header(path).samplerate) == (4_800, 16_000)
+    (tmp_path / "turn.wav").unlink()
+    with pytest.raises(sf.LibsndfileError):
+        audio_header(path)  # as soundfile.info
