@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..arrow import ipc_bytes, read_ipc
+from ..arrow import ipc_bytes, list_array, read_ipc, segments_array
 from ..features import PER_CONVERSATION
 from ..maps import CodesSamples, ContextualSamples, PlanWindows, TurnAudio, conversation_text, prepared_audios
 from .parquet_shards import FinishedShard, ShardName, ShardWriter
@@ -103,13 +103,8 @@ def with_turn_columns(table: pa.Table, columns: dict[str, pa.Array]) -> pa.Table
 
 def audio_array(audios: Sequence[np.ndarray | None]) -> pa.ListArray:
     """list<float32>, one entry per turn (null for a turn whose audio is unusable), in one buffer."""
-    lengths = [0 if audio is None else len(audio) for audio in audios]
-    offsets = np.zeros(len(audios) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    present = [audio for audio in audios if audio is not None]
-    values = np.concatenate(present).astype(np.float32, copy=False) if present else np.zeros(0, np.float32)
-    mask = pa.array([audio is None for audio in audios])
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=mask)
+    lists = list_array([np.zeros(0, np.float32) if audio is None else audio for audio in audios], np.float32)
+    return pa.ListArray.from_arrays(lists.offsets, lists.values, mask=pa.array([audio is None for audio in audios]))
 
 
 @dataclass(frozen=True)
@@ -142,6 +137,11 @@ class ReadTurns:
             fine = {position for position, kind in enumerate(row["problem_kind"]) if kind is None}
             audios += prepared_audios(conversation_text(row), row, fine, self.sampling_rate)
         return with_turn_columns(table, {DECODED_COLUMN: audio_array(audios)})
+
+
+def turn_codes_array(codes: Sequence[np.ndarray]) -> pa.ListArray:
+    """list<list<int16>> per turn: its (frames, codebooks) codes (the segments of one row of `segments_array`)."""
+    return segments_array([list(codes)], np.int16).values
 
 
 def decoded_audios(table: pa.Table) -> list[np.ndarray | None]:
@@ -196,7 +196,7 @@ class CodecEncoder:
                 codes[turn] = turn_codes
         where = table.select(["conversation_id", *WHERE_COLUMNS])  # the codes alone go back to the driver
         return with_turn_columns(where.append_column("turn_index", table.column("turn_index")),
-                                 {"audio_codes": codes_array(codes, width)})
+                                 {"audio_codes": turn_codes_array(codes)})
 
     def encode(self, audios: list[np.ndarray]) -> list[np.ndarray]:
         from ..core.codec import pad_batch
@@ -209,18 +209,6 @@ class CodecEncoder:
             raise MemoryError(f"the codec's device has no room for one turn of {len(audios[0])} samples")
         half = len(audios) // 2
         return self.encode(audios[:half]) + self.encode(audios[half:])
-
-
-def codes_array(codes: Sequence[np.ndarray], width: int) -> pa.ListArray:
-    """list<list<int16>> per turn: its (frames, codebooks) codes."""
-    frames = [len(turn) for turn in codes]
-    values = np.concatenate([turn.reshape(-1) for turn in codes]) if codes else np.zeros(0, np.int16)
-    rows = pa.ListArray.from_arrays(
-        pa.array(np.arange(sum(frames) + 1, dtype=np.int32) * width), pa.array(values.astype(np.int16))
-    )
-    offsets = np.zeros(len(codes) + 1, dtype=np.int32)
-    np.cumsum(frames, out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), rows)
 
 
 @dataclass(frozen=True)
