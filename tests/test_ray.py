@@ -1,7 +1,8 @@
 """--engine ray on a local Ray cluster (one for the whole session, `ray_cluster`): the same rows, report,
 problems and quality checks as the local engine for both formats (on a corpus with read faults and turns that
 the checks drop and flag; trimmed and loudness-normalized audio encoded in the codes format), Parquet shards
-that load with the same features, resume of the missing shards only, and the refusals (no Ray, an
+that load with the same features and pass verify_shard, resume of the missing shards only (after a real driver
+process is killed too), a killed worker's task retried into the same bytes, and the refusals (no Ray, an
 unreachable cluster, GPUs the cluster lacks, the ASR check)."""
 
 import importlib.util
