@@ -87,6 +87,7 @@ from .writer import write_json
 
 RAY_EXTRA = "uv sync --extra ray"
 CONVERSATIONS_PER_BLOCK = 2  # a CPU task's work: a conversation takes about a second or more
+TASKS_PER_CPU = 2  # submitted at a time: each CPU has its next task queued when one ends
 CONVERSATIONS_PER_CODEC_CALL = 16  # conversations a codec actor gets at once: their turns fill its calls
 ROWS_PER_GROUP = {PROCESSOR_FORMAT: 16, CODES_FORMAT: 256}  # Parquet row groups: multi-MB audio rows, small codes rows
 ACTOR_START_TIMEOUT_S = 600  # a codec actor the cluster cannot place is an error after this, not a hang
@@ -348,16 +349,26 @@ def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.
 def run_tasks(ray, step, blocks: list[pa.Table], unit: str, description: str) -> list[pa.Table]:
     """`step` on each block in a CPU task of its own; the results in the order of `blocks`, with a progress bar
     counting their rows. Plain Ray tasks, not Ray Data: a pass of one stage needs none of its streaming, and its
-    executor, actors and per-stage reservations took a third of a 2-CPU node and ran one task at a time there."""
+    executor, actors and per-stage reservations took a third of a 2-CPU node and ran one task at a time there.
+    Tasks are submitted in the order of `blocks`, `TASKS_PER_CPU` per CPU of the cluster at a time: a large
+    corpus's hundred thousand blocks are never all pending in the driver and the object store at once."""
     task = ray.remote(num_cpus=1)(run_step)
     shared = ray.put(step)
-    results = [task.remote(shared, block) for block in blocks]
-    pending = dict(zip(results, (block.num_rows for block in blocks)))
-    with tqdm(total=sum(pending.values()), unit=unit, desc=description) as progress:
-        while pending:
+    in_flight = TASKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
+    results: list[pa.Table | None] = [None] * len(blocks)
+    pending: dict = {}  # task -> its block's position
+    submitted = 0
+    with tqdm(total=sum(block.num_rows for block in blocks), unit=unit, desc=description) as progress:
+        while submitted < len(blocks) or pending:
+            while submitted < len(blocks) and len(pending) < in_flight:
+                pending[task.remote(shared, blocks[submitted])] = submitted
+                submitted += 1
             done, _ = ray.wait(list(pending), num_returns=1)
-            progress.update(pending.pop(done[0]))
-    return ray.get(results)
+            for finished in done:
+                position = pending.pop(finished)
+                results[position] = ray.get(finished)
+                progress.update(blocks[position].num_rows)
+    return results
 
 
 def with_columns(rows: pa.Table, returned: pa.Table) -> pa.Table:
