@@ -161,6 +161,34 @@ def test_codes_rows_equal_the_local_engines_with_the_codec_in_an_actor(corpus, p
 
 @needs_ray
 @pytest.mark.usefixtures("ray_cluster")
+def test_the_asr_check_gives_the_local_engines_transcripts_and_drops(corpus, processor_dir, tmp_path):
+    """`--asr_model` in the measuring tasks (here on the cluster's logical GPU share, run on the CPU): the same
+    transcripts, error rates, drops and rows as the local engine's. A bound that drops every turn leaves no sample
+    and no card, as the local engine leaves no split."""
+    from csm_synthetic.builder import load_turns
+    from transforms.maps import TurnAudio, map_turn_audio
+    from transforms.pipeline.ray_engine import prepare_on_ray
+    from transforms.pipeline.verify import verify_output
+    from transforms.testing.offline import save_tiny_asr
+
+    asr = str(save_tiny_asr(tmp_path / "asr"))
+    turns = load_turns(corpus.root, cache_dir=str(tmp_path / "cache"), validation_fraction=0, test_fraction=0)["train"]
+    rates = [rate for rate in map_turn_audio(turns, TurnAudio(asr_model_id=asr), desc="ASR")["cer"] if rate is not None]
+    # the tiny model's transcripts are random characters: their median error rate drops some turns, keeps others;
+    # one turn per call in both engines, as padding in a batch moves a transcript (as the codec's codes)
+    local, on_ray = run_both(corpus, tmp_path, processor_dir, asr_model=asr, asr_batch_size=1,
+                             quality=QualityChecks(max_cer=sorted(rates)[len(rates) // 2]))
+    assert_same_data(tmp_path, local, on_ray)
+    mismatches = [entry for entry in on_ray["quality"]["turns"] if entry["check"] == "asr_mismatch"]
+    assert mismatches and on_ray["quality"]["checks"]["asr_model"] == asr
+    nothing = prepare_on_ray(options_for(corpus, tmp_path / "none", processor_dir, engine="ray", asr_model=asr,
+                                         quality=QualityChecks(max_cer=0.0)))
+    assert nothing["counts"]["samples"] == 0 and set(nothing["counts"]["empty_splits"]) == set(on_ray["counts"]["by_split"])
+    assert not (tmp_path / "none" / "README.md").exists() and verify_output(tmp_path / "none").ok
+
+
+@needs_ray
+@pytest.mark.usefixtures("ray_cluster")
 def test_a_manifest_of_spans_gives_the_local_engines_rows(corpus, processor_dir, tmp_path, caplog):
     from test_turn_sources import span_manifest
 
@@ -309,9 +337,3 @@ def test_gpus_the_cluster_lacks_are_refused_before_any_work(corpus, processor_di
     with pytest.raises(InputError, match="the Ray cluster has 0"):
         codec_actors(options, {"CPU": 8.0})
     assert codec_actors(options_for(corpus, tmp_path, processor_dir, engine="ray", format="codes"), {"CPU": 8.0}).count == 1
-
-
-def test_the_asr_check_is_refused_on_ray_naming_its_flag(corpus, processor_dir, tmp_path, capsys):
-    status, error = prepare_status(script_arguments(corpus, tmp_path, processor_dir, "--asr_model", "some/asr"), capsys)
-    assert status == 2 and "--asr_model runs with --engine local only" in error
-    assert not (tmp_path / "out").exists()

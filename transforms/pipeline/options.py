@@ -76,10 +76,6 @@ class PrepareOptions:
             raise InputError(f"--engine must be one of {ENGINES} (got {self.engine!r})")
         if self.ray_address is not None and self.engine != RAY_ENGINE:
             raise InputError("--ray_address is for --engine ray: the local engine runs in this process tree")
-        if self.asr_model is not None and self.engine == RAY_ENGINE:
-            raise InputError(
-                "--asr_model runs with --engine local only: --engine ray has no actor pool for an ASR model yet"
-            )
         if self.format not in FORMATS:
             raise InputError(f"--format must be one of {FORMATS} (got {self.format!r})")
         if self.format == CODES_FORMAT and self.depth_decoder_labels_ratio != 1.0:

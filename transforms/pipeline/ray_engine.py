@@ -340,19 +340,28 @@ def collect(dataset, total: int, unit: str, description: str) -> pa.Table:
 
 
 def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.Schema) -> pa.Table:
-    """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order."""
+    """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order.
+    With `--asr_model`, each task transcribes its turns too, with the model loaded once per worker: on a cluster
+    with GPUs each task takes an equal share of them (GPUs / CPUs), so every worker's model sits on a GPU."""
     transform = turn_audio(options, FORMATS[PROCESSOR_FORMAT])  # the per-turn step without a codec: both formats
     steps = MeasureTurns(transform, turn_types)
-    return pa.concat_tables(run_tasks(ray, steps, conversation_blocks(rows), "conversation", "Ray: measuring turns"))
+    resources = ray.cluster_resources()
+    gpu_share = min(1.0, resources.get("GPU", 0) / max(resources.get("CPU", 1), 1)) if options.asr_model else 0.0
+    return pa.concat_tables(
+        run_tasks(ray, steps, conversation_blocks(rows), "conversation", "Ray: measuring turns", num_gpus=gpu_share)
+    )
 
 
-def run_tasks(ray, step, blocks: list[pa.Table], unit: str, description: str) -> list[pa.Table]:
+def run_tasks(
+    ray, step, blocks: list[pa.Table], unit: str, description: str, num_gpus: float = 0.0
+) -> list[pa.Table]:
     """`step` on each block in a CPU task of its own; the results in the order of `blocks`, with a progress bar
     counting their rows. Plain Ray tasks, not Ray Data: a pass of one stage needs none of its streaming, and its
     executor, actors and per-stage reservations took a third of a 2-CPU node and ran one task at a time there.
     Tasks are submitted in the order of `blocks`, `TASKS_PER_CPU` per CPU of the cluster at a time: a large
     corpus's hundred thousand blocks are never all pending in the driver and the object store at once."""
-    task = ray.remote(num_cpus=1)(run_step)
+    # max_calls=0: a worker keeps its models for the next task (Ray's default ends a GPU task's worker after it)
+    task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_calls=0)(run_step)
     shared = ray.put(step)
     in_flight = TASKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
     results: list[pa.Table | None] = [None] * len(blocks)
@@ -460,7 +469,8 @@ def write_card(
     results: dict[str, SplitResult],
 ) -> None:
     """The dataset card (YAML configs and features for `load_dataset`, statistics, figures) as push_to_hub writes
-    it; a split without samples is left out and its shards removed (the report says why it is empty)."""
+    it; a split without samples is left out and its shards removed (the report says why it is empty). Without a
+    sample in any split there is nothing to load or describe: no card, as the local engine writes no split."""
     files, splits = {}, {}
     for plan in plans:
         shards = [finished[shard] for shard in plan.shards]
@@ -476,6 +486,8 @@ def write_card(
             sum(shard.num_bytes for shard in shards),
             sum(shard.file_bytes for shard in shards),
         )
+    if not splits:
+        return
     splits = ordered_splits(splits)
     layout = ConfigLayout(
         PREPARED_CONFIG, SAMPLE_FEATURES[options.format](), tuple(files[split] for split in splits), True
