@@ -88,6 +88,7 @@ from .writer import write_json
 RAY_EXTRA = "uv sync --extra ray"
 CONVERSATIONS_PER_BLOCK = 2  # a CPU task's work: a conversation takes about a second or more
 TASKS_PER_CPU = 2  # submitted at a time: each CPU has its next task queued when one ends
+ASR_WORKERS_PER_GPU = 4  # --asr_model on Ray: models one GPU holds at most (a large Whisper is some GB each)
 CONVERSATIONS_PER_CODEC_CALL = 16  # conversations a codec actor gets at once: their turns fill its calls
 ROWS_PER_GROUP = {PROCESSOR_FORMAT: 16, CODES_FORMAT: 256}  # Parquet row groups: multi-MB audio rows, small codes rows
 ACTOR_START_TIMEOUT_S = 600  # a codec actor the cluster cannot place is an error after this, not a hang
@@ -342,11 +343,13 @@ def collect(dataset, total: int, unit: str, description: str) -> pa.Table:
 def measure_on_ray(ray, options: PrepareOptions, rows: pa.Table, turn_types: pa.Schema) -> pa.Table:
     """The first pass: every turn of `rows` through the per-turn step; its columns (no audio) back here, in order.
     With `--asr_model`, each task transcribes its turns too, with the model loaded once per worker: on a cluster
-    with GPUs each task takes an equal share of them (GPUs / CPUs), so every worker's model sits on a GPU."""
+    with GPUs each task takes an equal share of them (GPUs / CPUs, at most `ASR_WORKERS_PER_GPU` on one GPU), so
+    every worker's model sits on a GPU."""
     transform = turn_audio(options, FORMATS[PROCESSOR_FORMAT])  # the per-turn step without a codec: both formats
     steps = MeasureTurns(transform, turn_types)
     resources = ray.cluster_resources()
-    gpu_share = min(1.0, resources.get("GPU", 0) / max(resources.get("CPU", 1), 1)) if options.asr_model else 0.0
+    gpus, cpus = resources.get("GPU", 0), max(resources.get("CPU", 1), 1)
+    gpu_share = min(1.0, max(gpus / cpus, 1 / ASR_WORKERS_PER_GPU)) if options.asr_model and gpus else 0.0
     return pa.concat_tables(
         run_tasks(ray, steps, conversation_blocks(rows), "conversation", "Ray: measuring turns", num_gpus=gpu_share)
     )
