@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import load_audio
+from .audio_checks import check_turn_audio
 from .corpus import Corpus, ProblemKind, Turn
 from .measures import measure_turn
 from .settings import CorpusSettings
@@ -65,7 +66,8 @@ def inspect_corpus(
 def measure_corpus(corpus: Corpus, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
     """Every turn decoded (at its file's own rate: resampling changes none of the measures much) and measured:
     language -> measure (`MEASURES`, + `audio_hash`) -> one value per turn. A turn whose audio cannot be
-    decoded, or holds no or non-finite samples, is left out (the prepare steps report it)."""
+    decoded, or fails the audio checks that prepare applies (`check_turn_audio`: no samples, NaN or infinite ones,
+    or beyond ±4 full scale), is left out (the prepare steps report it)."""
     from tqdm.auto import tqdm
 
     found: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
@@ -75,7 +77,7 @@ def measure_corpus(corpus: Corpus, progress: bool = True) -> dict[str, dict[str,
                 samples = load_audio(turn.audio_path, turn.sampling_rate, turn.start, turn.end)
             except (RuntimeError, OSError, ValueError, EOFError):
                 continue
-            if not len(samples) or not np.isfinite(samples).all():
+            if check_turn_audio(samples, turn.sampling_rate, str(turn.audio_path)) is not None:
                 continue
             measured = measure_turn(samples, turn.sampling_rate, turn.text)
             values = found[conversation.language]

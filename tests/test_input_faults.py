@@ -30,7 +30,7 @@ from conftest import (
 from csm_synthetic.builder import corpus_fingerprint, load_turns
 from csm_synthetic.corpus import SCRIPT_NAME, ProblemKind, read_corpus, truncation
 from csm_synthetic.testing.demo import create_demo_corpus
-from transforms.core.audio_checks import MAX_ABS_SAMPLE, TurnFault, check_turn_audio
+from csm_synthetic.audio_checks import MAX_ABS_SAMPLE, TurnFault, check_turn_audio
 from transforms.core.csm import load_processor, special_tokens_in_texts
 from transforms.core.plan import ConversationText, plan_conversation, window_start_column
 from transforms.maps import encode_turns, measure_turns

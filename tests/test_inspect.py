@@ -175,3 +175,17 @@ def test_summary_of_a_corpus_without_problems(tmp_path):
     assert summary["by_language"]["fr"]["train"] == {"conversations": 1, "turns": 3, "hours": pytest.approx(0.06 / 3600)}
     assert summary["speakers"]["conversations_by_speaker_count"] == {"2": 1}
     assert "problems: 0" in format_summary(summary)
+
+
+def test_measures_leave_out_exactly_the_turns_whose_samples_prepare_rejects(demo, demo_corpus):
+    """Undecodable, NaN/infinite and beyond-±4 audio (`check_turn_audio`, prepare's rule): not measured."""
+    from conftest import broken_audio_turns
+    from csm_synthetic.inspect import measure_corpus
+
+    measured = measure_corpus(demo_corpus, progress=False)
+    turns = {(conversation.conversation_id, turn.index) for conversation in demo_corpus.conversations
+             for turn in conversation.turns}
+    broken = broken_audio_turns(demo) & turns
+    kinds = {fault.kind for fault in demo.faults if (fault.conversation_id, fault.turn_index) in broken}
+    assert kinds == {"non_finite_audio", "out_of_range_audio", "corrupt_flac"}
+    assert sum(len(values["duration"]) for values in measured.values()) == len(turns) - len(broken)

@@ -32,11 +32,11 @@ from datasets.fingerprint import Hasher
 from datasets.utils.tqdm import are_progress_bars_disabled
 
 from csm_synthetic.audio import DEFAULT_SAMPLING_RATE, load_audio
+from csm_synthetic.audio_checks import TurnFault, check_turn_audio, decoding_fault
 from csm_synthetic.measures import TurnMeasures, measure_turn
 
 from .arrow import samples_table
 from .core.asr import DEFAULT_ASR_BATCH_SIZE
-from .core.audio_checks import TurnFault, check_turn_audio, decoding_fault
 from .core.audio_prep import AudioPreparation, apply_preparation
 from .core.csm import DEFAULT_CODEC_MODEL_ID, DEFAULT_MODEL_ID, load_processor
 from .core.plan import ConversationText, plan_conversation, window_start_column, windows_of

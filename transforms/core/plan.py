@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from csm_synthetic.audio_checks import TurnFault
 from csm_synthetic.corpus import Problem, ProblemKind, truncation
 
-from .audio_checks import TurnFault
 from .csm import message_token_counts, render_messages, special_tokens_in_texts
 from .windows import Skip, Window, plan_windows
 

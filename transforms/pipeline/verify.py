@@ -24,9 +24,9 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from csm_synthetic.audio_checks import MAX_ABS_SAMPLE
 from csm_synthetic.errors import InputError
 
-from ..core.audio_checks import MAX_ABS_SAMPLE
 from ..core.csm import audio_token_count, load_processor
 from ..core.labels import BACKBONE_ONLY_LABEL, IGNORE_INDEX
 from ..export.card import DATA_DIR, FIGURES_DIR, split_pattern

@@ -1,8 +1,9 @@
-"""Whether a turn's decoded audio can be trained on: the value checks of the one place that decodes each turn.
+"""Whether a turn's decoded audio can be trained on: one rule for every place that decodes turns.
 
 `transforms.maps.TurnAudio` decodes every turn once; what is wrong with it becomes a `TurnFault` carried as
 data in the turn's row (never an exception), and the plan (`plan_conversation`) cuts the conversation just
-before the first faulty turn, by the reader's rule for a bad turn.
+before the first faulty turn, by the reader's rule for a bad turn. `inspect_corpus --measures` leaves such a
+turn out of its distributions, and `verify_shard` checks prepared audio against the same bound.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from csm_synthetic.corpus import ProblemKind
+from .corpus import ProblemKind
 
 # Full scale is 1.0. Float files may overshoot it a little (mixing, resampling); a sample beyond 4.0 (+12 dB)
 # is no recording but a broken file or a wrong scale (e.g. 16-bit integers stored as floats).
