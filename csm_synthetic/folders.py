@@ -228,6 +228,22 @@ def replace_folder(new: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def swapped_in(build: Path, folder: Path) -> Iterator[None]:
+    """What the block writes into `build` is put in place of `folder` when it completes (`replace_folder`), and
+    removed when it fails: the old `folder` stays as it was until then. Neither when `build` is `folder` itself
+    (a run writing into its output)."""
+    if build == folder:
+        yield
+        return
+    try:
+        yield
+        replace_folder(build, folder)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+
+
 def recover_replacement(folder: Path, is_complete: Callable[[Path], bool]) -> None:
     """Under the folder's lock: mend a replacement a dead run left half done, and remove its leftovers.
 

@@ -23,7 +23,6 @@ import fnmatch
 import logging
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
-from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
+from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, sibling, swapped_in, write_errors
 
 from ..maps import quiet_datasets_progress
 from .card import CARD_TAG, DATA_DIR, ConfigLayout, SplitFiles, shard_path, split_pattern
@@ -101,12 +100,8 @@ def stage_repository(
         claim_repository_dir(target, overwrite)
         partial = sibling(target, PARTIAL)
         partial.mkdir()
-        try:
+        with swapped_in(partial, target):
             write_repository(content, partial, max_bytes, repo_id)
-            replace_folder(partial, target)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
     return inspect_repository(target)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from csm_synthetic.builder import CsmSynthetic
 from csm_synthetic.cli import claim_output_dir
 from csm_synthetic.errors import InputError
-from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, replace_folder, sibling, write_errors
+from csm_synthetic.folders import PARTIAL, FolderLock, recover_replacement, sibling, swapped_in, write_errors
 
 from ..core.audio_prep import AudioPreparation
 from ..core.csm import load_processor
@@ -369,14 +368,8 @@ def in_output_folder(options: PrepareOptions, resume: bool, overwrite: bool, wri
     cache_dir = options.cache_dir or datasets.config.HF_DATASETS_CACHE
     with FolderLock(output_dir, "--output_dir"), write_errors(output_dir, cache_dir):
         build_dir = claim_output(options, resume, overwrite)
-        try:
+        with swapped_in(build_dir, output_dir):  # a failed --overwrite leaves the old output; the cache keeps shards
             report = write(build_dir)
-            if build_dir != output_dir:
-                replace_folder(build_dir, output_dir)
-        except BaseException:
-            if build_dir != output_dir:  # the old output stays as it was; the cache keeps the finished shards
-                shutil.rmtree(build_dir, ignore_errors=True)
-            raise
     return report
 
 
