@@ -110,7 +110,9 @@ def manifest_rows(path: str | os.PathLike) -> tuple[list[TurnRow], list[Problem]
 
 
 @lru_cache(maxsize=4)
-def parsed_manifest(path: str, folder: str, size: int, mtime_ns: int) -> tuple[tuple[TurnRow, ...], tuple[Problem, ...]]:
+def parsed_manifest(
+    path: str, folder: str, size: int, mtime_ns: int
+) -> tuple[tuple[TurnRow, ...], tuple[Problem, ...]]:
     """`manifest_rows` of the file at `path` as it is at `size` and `mtime_ns` (the cache key, with `folder`)."""
     path = Path(path)
     records, columns = manifest_records(path)
