@@ -1,4 +1,4 @@
-"""`--engine ray`: the local engine's steps as Ray Data stages on a cluster, Parquet output in push_to_hub's layout.
+"""`--engine ray`: the local engine's steps as Ray tasks on a cluster, Parquet output in push_to_hub's layout.
 
     report = prepare_on_ray(PrepareOptions(..., engine="ray", ray_address="auto"))
 

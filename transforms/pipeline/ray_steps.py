@@ -1,4 +1,4 @@
-"""The steps of `--engine ray` as Ray Data batch functions: pyarrow tables of whole conversations in and out.
+"""The steps of `--engine ray` as functions of Ray tasks: pyarrow tables of whole conversations in and out.
 
 No Ray here: each is a plain callable over a table of conversation rows (`group_conversations`' rows: one
 per conversation, a list per turn), so it runs in any worker that can import this package. Each calls the
