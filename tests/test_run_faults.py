@@ -158,8 +158,12 @@ def finish(child: multiprocessing.Process, timeout: float = 60) -> int:
 
 
 def entries_written(cache: Path) -> int:
-    """Cache entries that the maps of a run have finished (see `transforms/pipeline/cache.py`)."""
-    return len(list(cache.rglob(f"{CHECKSUMS_DIR}/*.json")))
+    """Cache entries that the maps of a run have finished (see `transforms/pipeline/cache.py`); 0 when the run
+    renamed a folder while it was listed (the builder's `.incomplete`): `wait_until` asks again."""
+    try:
+        return len(list(cache.rglob(f"{CHECKSUMS_DIR}/*.json")))
+    except FileNotFoundError:
+        return 0
 
 
 def continue_command(log_text: str) -> list[str]:
