@@ -81,7 +81,7 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=ENGINES,
         default=default("engine"),
-        help="local: this machine, each step a cached datasets map, output for load_from_disk; ray: Ray Data on a "
+        help="local: this machine, each step a cached datasets map, output for load_from_disk; ray: Ray on a "
         "cluster (uv sync --extra ray), output in push_to_hub --to_dir's Parquet layout for load_dataset",
     )
     engine.add_argument(

@@ -59,7 +59,7 @@ class PrepareOptions:
     asr_model: str | None = None  # a transformers speech-recognition model: the ASR agreement check
     asr_batch_size: int = DEFAULT_ASR_BATCH_SIZE
     normalize_loudness: float | None = None  # target integrated loudness of every turn, LUFS
-    engine: str = LOCAL_ENGINE  # local: datasets maps in this process tree; ray: Ray Data on a cluster
+    engine: str = LOCAL_ENGINE  # local: datasets maps in this process tree; ray: Ray on a cluster
     ray_address: str | None = None  # --engine ray: the cluster to join (None: start a local one)
 
     def __post_init__(self):

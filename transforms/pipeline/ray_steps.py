@@ -227,20 +227,16 @@ class WriteShards:
     rows_per_group: int
     corpus: str  # the corpus decisions (JSON), for the footer
 
-    def __call__(self, table: pa.Table) -> pa.Table:
-        keys = list(zip(table.column("split").to_pylist(), table.column("shard").to_pylist()))
-        finished = []
-        for key in dict.fromkeys(keys):
-            rows = table.filter(pa.array([where == key for where in keys]))
-            finished.append(self.write(rows))
-        return pa.table({name: [getattr(shard, name) for shard in finished] for name in FINISHED_COLUMNS})
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        """One whole shard (a task's block: its conversations in their plan positions, 0 to n-1) -> its row."""
+        shard = self.write(rows)
+        return pa.table({name: [getattr(shard, name)] for name in FINISHED_COLUMNS})
 
     def write(self, rows: pa.Table) -> ShardRow:
-        """One whole shard: its conversations in their plan positions, 0 to n-1."""
         where = rows.slice(0, 1).to_pylist()[0]
         name = ShardName(where["split"], where["shard"], where["shards"])
         if rows.column("position").to_pylist() != list(range(rows.num_rows)):
-            raise RuntimeError(f"{name.path}: Ray handed a task part of the shard, not all of it in plan order")
+            raise RuntimeError(f"{name.path}: a task's block is not one whole shard in plan order")
         batch = rows.to_pydict()
         batch.update(self.plan(batch))
         writer = ShardWriter(Path(self.output_dir), name, self.features, self.rows_per_group)
