@@ -99,8 +99,8 @@ def stage_repository(
         recover_replacement(target, is_complete=is_complete_repository)
         claim_repository_dir(target, overwrite)
         partial = sibling(target, PARTIAL)
-        partial.mkdir()
-        with swapped_in(partial, target):
+        with swapped_in(partial, target):  # made inside: a signal right after leaves no half-made folder
+            partial.mkdir()
             write_repository(content, partial, max_bytes, repo_id)
     return inspect_repository(target)
 
